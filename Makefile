@@ -1,0 +1,37 @@
+# Set-up and checks for netmon-rollback. Run as root on Debian (the lab needs namespaces).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEBIAN_PACKAGES := openssh-server openssh-client postgresql-15 postgresql-client-15 iproute2 util-linux git curl \
+                   python3-venv python3-yaml python3-psycopg2 procps
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint clean-lab
+
+setup: $(VENV)/.installed
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "== installing Debian packages: $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3 python3-venv"; exit 1; }
+	@test -x $(PY) || python3 -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv"; exit 1; }
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+demo: setup
+	bash scripts/demo.sh
+
+clean-lab: setup
+	$(VENV)/bin/invoke lab.down

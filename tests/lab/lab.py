@@ -1,0 +1,455 @@
+"""The NetMon lab: stand-in NetMon servers, each in namespaces of its own, reached over real SSH.
+
+`Lab(name).up(...)` makes sites lab1..labN, `down()` removes everything the lab made and
+`status()` reads each site back. See tests/lab/README.md for the layout and why it is so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .images import build_timescaledb_image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+LAB_BASE = Path("/var/lib/netmon-lab")
+RUN_BASE = HERE / "run"
+DEFAULT_NAME = "lab"
+SUBNET = "10.213"  # 10.213.<lab octet>.0/24, one /30 per site; only inside namespaces the lab made
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+VARIANTS = (
+    "migrated",
+    "fresh-volume",
+    "preload-alter-system",
+    "summary-cagg",
+    "uncommitted",
+    "no-git",
+    "no-backup",
+    "two-backups",
+    "corrupt-backup",
+    "backend-crashloop",
+    "rolled-back",
+)
+MAX_SITES = 60
+BUILD_WORKERS = 3
+
+
+class LabError(Exception):
+    """A lab command cannot go on; the message says why and what to do."""
+
+
+def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a host command, capturing output; a failure names the command and its stderr."""
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+@dataclass(frozen=True)
+class Site:
+    lab: str
+    index: int  # 1-based
+    octet: int
+
+    @property
+    def name(self) -> str:
+        return f"lab{self.index}"
+
+    @property
+    def netns(self) -> str:
+        return f"nl-{self.lab}-{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"nl{self.octet}h{self.index}"
+
+    @property
+    def host_ip(self) -> str:
+        return f"{SUBNET}.{self.octet}.{4 * (self.index - 1) + 1}"
+
+    @property
+    def ip(self) -> str:
+        return f"{SUBNET}.{self.octet}.{4 * (self.index - 1) + 2}"
+
+    @property
+    def dir(self) -> Path:
+        return LAB_BASE / self.lab / "sites" / self.name
+
+    def holder_pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "holder.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    def enter(self, *argv: str) -> list[str]:
+        """The argv that runs a command inside the site: its network, mount and UTS namespaces."""
+        pid = self.holder_pid()
+        if pid is None:
+            raise LabError(f"site {self.name} of lab {self.lab} is not running — run `invoke lab.up` again")
+        return ["nsenter", "-t", str(pid), "--net", "--mount", "--uts", "--", *argv]
+
+    def run(self, cmd: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+        """Run a shell command inside the site as root (what a console login there would do)."""
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        argv = self.enter("/bin/sh", "-c", f"cd /root && {cmd}")
+        return sh(*argv, check=check, timeout=timeout, env=env, **kw)
+
+
+class Lab:
+    """One lab: a name, its sites and the files it writes for clients."""
+
+    def __init__(self, name: str = DEFAULT_NAME):
+        if not NAME_RE.match(name):
+            raise LabError(f"lab name {name!r} is not valid — use 1-8 lowercase letters or digits, starting with a letter")
+        self.name = name
+        self.root = LAB_BASE / name
+        self.run_dir = RUN_BASE if name == DEFAULT_NAME else RUN_BASE / name
+
+    # -- paths the clients use -------------------------------------------------------------
+    @property
+    def ssh_config(self) -> Path:
+        return self.run_dir / "ssh_config"
+
+    @property
+    def inventory(self) -> Path:
+        return self.run_dir / "hosts.yml"
+
+    @property
+    def key(self) -> Path:
+        return self.run_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.run_dir / "known_hosts"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.run_dir / "admin_password"
+
+    def sites(self) -> list[Site]:
+        try:
+            meta = json.loads((self.root / "lab.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [Site(self.name, i, meta["octet"]) for i in range(1, meta["sites"] + 1)]
+
+    def site(self, name: str) -> Site:
+        for s in self.sites():
+            if s.name == name:
+                return s
+        raise LabError(f"lab {self.name} has no site {name!r}")
+
+    def variants(self) -> dict[str, str]:
+        try:
+            return json.loads((self.root / "lab.json").read_text())["variants"]
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    # -- up ----------------------------------------------------------------------------------
+    def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print) -> None:
+        variants = plan_variants(sites, variants)
+        check_host()
+        started = time.monotonic()
+        self.down(log=lambda *_: None)
+        octet = free_octet()
+        self.root.mkdir(parents=True)
+        (self.root / "lab.json").write_text(json.dumps({"sites": sites, "octet": octet, "flows": flows,
+                                                         "variants": {f"lab{i + 1}": v for i, v in enumerate(variants)}}))
+        shutil.copytree(HERE / "standin", self.root / "standin", ignore=shutil.ignore_patterns("__pycache__"))
+        for script in ("build.py", "seed.py"):
+            shutil.copy2(HERE / script, self.root / script)
+        build_timescaledb_image(self.root / "images" / "timescaledb")
+        self._write_client_secrets()
+        all_sites = self.sites()
+        for site in all_sites:
+            self._make_host(site)
+        log(f"lab {self.name}: {sites} site(s) have hosts and sshd ({time.monotonic() - started:.1f}s); building NetMon installs")
+        with ThreadPoolExecutor(BUILD_WORKERS) as pool:
+            futures = {pool.submit(self._build, site, variants[site.index - 1], flows): site for site in all_sites}
+            for fut, site in futures.items():
+                fut.result()
+                log(f"  {site.name}: {variants[site.index - 1]} ready ({time.monotonic() - started:.1f}s)")
+        self._write_client_files(all_sites)
+        log(f"lab {self.name}: up in {time.monotonic() - started:.1f}s — ssh -F {rel(self.ssh_config)} lab1")
+
+    def _write_client_secrets(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for f in (self.key, self.key.with_suffix(".pub")):
+            f.unlink(missing_ok=True)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"netmon-lab-{self.name}", "-f", str(self.key))
+        write_secret(self.admin_password_file, secrets.token_urlsafe(18))
+
+    def _make_host(self, site: Site) -> None:
+        """Namespaces, veth, addresses, private mounts and sshd: a host that answers on port 22."""
+        d = site.dir
+        for sub in ("root/.ssh", "root/netmon", "tmp", "etc", "sbin", "docker", "ssh"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(d / "root", 0o700)
+        os.chmod(d / "tmp", 0o1777)  # noqa: S103 — a /tmp is world-writable and sticky
+        (d / "etc/hosts").write_text(
+            f"127.0.0.1\tlocalhost {site.name}\n127.0.0.1\tdb redis backend frontend nginx\n::1\tlocalhost\n")
+        wrapper = d / "sbin/docker"
+        wrapper.write_text(
+            "#!/bin/sh\n# The NetMon lab's docker stand-in (tests/lab/standin/docker.py).\n"
+            f"NETMON_LAB_SITE={d} NETMON_LAB={self.root} exec /usr/bin/python3 {self.root}/standin/docker.py \"$@\"\n")
+        wrapper.chmod(0o755)
+        shutil.copy(self.key.with_suffix(".pub"), d / "root/.ssh/authorized_keys")
+        os.chmod(d / "root/.ssh/authorized_keys", 0o600)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", site.name, "-f", str(d / "ssh/ssh_host_ed25519_key"))
+        (d / "ssh/sshd_config").write_text(sshd_config(d))
+        (d / "admin_password").unlink(missing_ok=True)
+        env_pw = secrets.token_urlsafe(18)
+        write_secret(d / "db_password", env_pw)
+
+        sh("ip", "netns", "add", site.netns)
+        sh("ip", "link", "add", site.veth, "type", "veth", "peer", "name", "eth0", "netns", site.netns)
+        sh("ip", "addr", "add", f"{site.host_ip}/30", "dev", site.veth)
+        sh("ip", "link", "set", site.veth, "up")
+        for cmd in (["ip", "addr", "add", f"{site.ip}/30", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
+                    ["ip", "link", "set", "lo", "up"]):
+            sh("ip", "netns", "exec", site.netns, *cmd)
+        mounts = "; ".join(f"mount --bind {d / src} {dst}" for src, dst in (
+            ("root", "/root"), ("tmp", "/tmp"), ("etc/hosts", "/etc/hosts"), ("sbin", "/usr/local/sbin")))
+        holder = subprocess.Popen(
+            ["ip", "netns", "exec", site.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
+             "/bin/sh", "-c", f"set -e; {mounts}; hostname {site.name}; echo ready; exec sleep infinity"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
+        if holder.stdout.readline().strip() != "ready":
+            raise LabError(f"{site.name}: could not set up its namespaces: {holder.stderr.read().strip()}")
+        holder.stdout.close()
+        # `ip netns exec` execs unshare which execs sh which execs sleep: one pid throughout.
+        (d / "holder.pid").write_text(str(holder.pid))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        sh(*site.enter("/usr/sbin/sshd", "-f", str(d / "ssh/sshd_config"), "-E", str(d / "ssh/sshd.log")))
+
+    def _build(self, site: Site, variant: str, flows: int) -> None:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+               "LANG": "C.UTF-8", "NETMON_LAB": str(self.root)}
+        argv = site.enter("/usr/bin/python3", str(self.root / "build.py"), "--variant", variant, "--flows", str(flows),
+                          "--db-password-file", str(site.dir / "db_password"),
+                          "--admin-password-file", str(self.admin_password_file))
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+        (site.dir / "build.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise LabError(f"{site.name} ({variant}): build failed — see {site.dir / 'build.log'}\n{tail}")
+
+    def _write_client_files(self, sites: list[Site]) -> None:
+        lines = []
+        for s in sites:
+            host_key = (s.dir / "ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+            lines.append(f"{s.name},{s.ip} {' '.join(host_key)}\n")
+        self.known_hosts.write_text("".join(lines))
+        cfg = [f"# NetMon lab {self.name!r}: written by `invoke lab.up`; removed by `invoke lab.down`.\n"]
+        for s in sites:
+            cfg.append(
+                f"Host {s.name}\n  HostName {s.ip}\n  User root\n  Port 22\n  IdentityFile {self.key}\n"
+                f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
+                f"  HostKeyAlias {s.name}\n  ConnectTimeout 5\n  ServerAliveInterval 5\n  BatchMode yes\n\n")
+        self.ssh_config.write_text("".join(cfg))
+        inventory = {
+            "defaults": {
+                "user": "root",
+                "port": 22,
+                "identity_file": str(self.key),
+                "known_hosts": str(self.known_hosts),
+                "admin_password_file": str(self.admin_password_file),
+            },
+            "sites": {s.name: {"host": s.ip} for s in sites},
+            "groups": {"lab": [s.name for s in sites]},
+        }
+        self.inventory.write_text(
+            f"# NetMon lab {self.name!r}: written by `invoke lab.up`.\n" + yaml.safe_dump(inventory, sort_keys=False))
+
+    # -- down --------------------------------------------------------------------------------
+    def down(self, log=print) -> None:
+        """Remove processes, namespaces, links, mounts and files of this lab; safe to run twice."""
+        prefix = f"nl-{self.name}-"
+        namespaces = [n.split()[0] for n in sh("ip", "netns", "list", check=False).stdout.splitlines()
+                      if n.startswith(prefix)]
+        pids = set()
+        for ns in namespaces:
+            pids |= {int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()}
+        pids |= lab_processes(self.root)
+        stop_processes(pids)
+        for ns in namespaces:
+            sh("ip", "netns", "del", ns, check=False)
+        meta_octet = None
+        try:
+            meta_octet = json.loads((self.root / "lab.json").read_text())["octet"]
+        except (OSError, ValueError, KeyError):
+            pass
+        if meta_octet is not None:  # a veth whose namespace vanished first leaves its host end behind
+            for link in sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
+                name = link.split(":")[1].strip().split("@")[0]
+                if re.fullmatch(rf"nl{meta_octet}h\d+", name):
+                    sh("ip", "link", "del", name, check=False)
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        for f in ("ssh_config", "known_hosts", "hosts.yml", "admin_password", "id_ed25519", "id_ed25519.pub"):
+            (self.run_dir / f).unlink(missing_ok=True)
+        if self.run_dir != RUN_BASE and self.run_dir.exists() and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
+        log(f"lab {self.name}: down" + (f" (removed {len(namespaces)} site(s))" if namespaces else " (nothing was up)"))
+
+    # -- status ------------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        variants = self.variants()
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda s: site_status(s, variants.get(s.name, "?")), self.sites()))
+
+
+def site_status(site: Site, variant: str) -> dict:
+    row = {"site": site.name, "address": site.ip, "variant": variant, "sshd": "down", "containers": "-",
+           "db image": "-", "timescaledb": "-", "health": "-"}
+    if site.holder_pid() is None:
+        row["sshd"] = "no namespace"
+        return row
+    pidfile = site.dir / "ssh/sshd.pid"
+    if pidfile.exists() and Path(f"/proc/{pidfile.read_text().strip()}").exists():
+        row["sshd"] = "up"
+    ps = site.run("docker compose -f /root/netmon/docker-compose.yml ps -a --format json", check=False, timeout=30)
+    states = [json.loads(line) for line in ps.stdout.splitlines() if line.strip().startswith("{")]
+    if states:
+        running = sum(1 for c in states if c.get("State") == "running")
+        row["containers"] = f"{running}/{len(states)} running"
+        row["db image"] = next((c.get("Image", "-") for c in states if c.get("Service") == "db"), "-")
+    ext = site.run("docker exec netmon-db psql -U netmon -d netmon -tAc "
+                   "\"SELECT coalesce(max(extversion), 'absent') FROM pg_extension WHERE extname='timescaledb'\"",
+                   check=False, timeout=30)
+    row["timescaledb"] = ext.stdout.strip() if ext.returncode == 0 else "db down"
+    health = site.run("curl -s -o /dev/null -w '%{http_code}' --max-time 3 http://localhost:8000/api/health",
+                      check=False, timeout=30)
+    row["health"] = health.stdout.strip() or "no answer"
+    return row
+
+
+def plan_variants(sites: int, variants: list[str] | None) -> list[str]:
+    """One variant per site: a single name applies to all, a list is taken in order."""
+    if not 1 <= sites <= MAX_SITES:
+        raise LabError(f"--sites {sites} is out of range — use 1..{MAX_SITES}")
+    variants = variants or ["migrated"]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise LabError(f"unknown variant(s) {', '.join(unknown)} — choose from {', '.join(VARIANTS)}")
+    if len(variants) == 1:
+        return variants * sites
+    if len(variants) > sites:
+        raise LabError(f"{len(variants)} variants for {sites} site(s) — pass --sites {len(variants)} or fewer variants")
+    return variants + ["migrated"] * (sites - len(variants))
+
+
+def check_host() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network and mount namespaces) — run it as root")
+    missing = [p for p in ("/usr/sbin/sshd", "/usr/lib/postgresql/15/bin/postgres", "/usr/bin/ssh-keygen")
+               if not Path(p).exists()]
+    for tool in ("ip", "nsenter", "unshare", "curl"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    try:
+        sh("/usr/bin/python3", "-c", "import yaml, psycopg2")
+    except (LabError, FileNotFoundError):
+        missing.append("python3-yaml/python3-psycopg2")
+    if missing:
+        raise LabError(f"missing on this machine: {', '.join(missing)} — run `make setup` first")
+
+
+def free_octet() -> int:
+    used = set()
+    for meta in LAB_BASE.glob("*/lab.json"):
+        try:
+            used.add(json.loads(meta.read_text())["octet"])
+        except (OSError, ValueError, KeyError):
+            pass
+    addrs = sh("ip", "-o", "-4", "addr", "show", check=False).stdout
+    for octet in range(1, 255):
+        if octet not in used and f" {SUBNET}.{octet}." not in addrs:
+            return octet
+    raise LabError("no free lab subnet left — take older labs down with `invoke lab.down --name NAME`")
+
+
+def lab_processes(root: Path) -> set[int]:
+    """Processes whose command line names the lab's directory (shims, backends, stray builders)."""
+    needle = str(root).encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes():
+                    found.add(int(proc.name))
+            except OSError:
+                pass
+    found.discard(os.getpid())
+    return found
+
+
+def stop_processes(pids: set[int], grace: float = 5.0) -> None:
+    """SIGTERM (PostgreSQL shuts down cleanly and frees its shared memory), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            pids = {p for p in pids if Path(f"/proc/{p}").exists() and not is_zombie(p)}
+            if not pids:
+                return
+            time.sleep(0.1)
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sshd_config(site_dir: Path) -> str:
+    return f"""# sshd of a NetMon lab site: key login only.
+Port 22
+ListenAddress 0.0.0.0
+HostKey {site_dir}/ssh/ssh_host_ed25519_key
+PidFile {site_dir}/ssh/sshd.pid
+AuthorizedKeysFile /root/.ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PrintMotd no
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+MaxSessions 32
+MaxStartups 64:30:128
+"""
+
+
+def write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
