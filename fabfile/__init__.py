@@ -1,0 +1,20 @@
+"""netmon-rollback: roll NetMon servers back from TimescaleDB to plain PostgreSQL.
+
+This file only assembles the tasks. Where each runbook step lives:
+probes.py (state), plan.py (steps), database.py / files.py / stack.py (the steps' commands),
+dumps.py (backups), verify.py (checks), procedures.py (per-host API), tasks.py (fab tasks).
+"""
+
+from invoke import Collection
+
+from . import tasks
+
+ns = Collection(
+    tasks.status,
+    tasks.backup,
+    tasks.rollback,
+    tasks.verify,
+    tasks.reset,
+    tasks.fetch_dump,
+    tasks.push_dump,
+)

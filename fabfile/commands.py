@@ -1,0 +1,135 @@
+"""Command templates. Every value that reaches a shell goes through ``shlex.quote``; every SQL
+identifier is validated first (:func:`ident`). A :class:`Command` is what a plan step holds and
+what the runner runs: the exact shell text, what goes on its stdin, and how its result is judged."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import InputError
+from .inventory import SiteSettings
+
+q = shlex.quote
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def ident(name: str) -> str:
+    """A validated SQL identifier, double-quoted. Refuses anything but letters, digits and _."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise InputError(f"refusing SQL identifier {name!r} — only letters, digits and _ are allowed")
+    return f'"{name}"'
+
+
+def qualified(name: str) -> str:
+    """``schema.table`` (or ``table``) → validated, quoted ``"schema"."table"``."""
+    parts = name.split(".")
+    if len(parts) > 2:
+        raise InputError(f"refusing SQL name {name!r} — expected schema.table")
+    return ".".join(ident(p) for p in parts)
+
+
+def literal(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass
+class Command:
+    """One remote command as a plan shows it and the runner runs it."""
+
+    cmd: str
+    #: what the command does, for the plan and the audit log
+    what: str = ""
+    #: text fed on stdin (secret stdin is never logged or printed)
+    stdin: str | None = None
+    stdin_note: str | None = None
+    #: False for read-only probes (they run under --dry-run too)
+    changes: bool = True
+    timeout: float | None = None
+    #: repeat until it succeeds, for at most this many seconds
+    poll: float | None = None
+    ok_codes: tuple[int, ...] = (0,)
+    #: judge the outcome: return an error text, or None when it is fine
+    check: Callable | None = field(default=None, repr=False, compare=False)
+
+    def display(self) -> str:
+        text = self.cmd
+        if self.stdin is not None:
+            text += f"  <<< {self.stdin_note or f'{len(self.stdin)} bytes on stdin'}"
+        if self.poll:
+            text = f"(poll up to {int(self.poll)}s) {text}"
+        return text
+
+
+# --- docker ---------------------------------------------------------------------------------
+
+def compose(site: SiteSettings, *args: str) -> str:
+    return f"cd {q(site.app_dir)} && docker compose " + " ".join(q(a) for a in args)
+
+
+def dexec(site: SiteSettings, *args: str, stdin: bool = False, container: str | None = None) -> str:
+    """``docker exec [-i] CONTAINER ARGS`` (``-i`` whenever something is fed on stdin)."""
+    flag = "-i " if stdin else ""
+    return f"docker exec {flag}{q(container or site.db_container)} " + " ".join(q(a) for a in args)
+
+
+def inspect_state(names: list[str]) -> str:
+    fmt = "{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.Config.Image}}"
+    return "docker inspect --format " + q(fmt) + " " + " ".join(q(n) for n in names)
+
+
+# --- psql -----------------------------------------------------------------------------------
+
+def psql(site: SiteSettings, *sql: str, db: str | None = None) -> str:
+    """psql with ON_ERROR_STOP, no psqlrc, tuples only, unaligned; one -c per statement."""
+    args = ["psql", "-U", site.db_user, "-d", db or site.db_name, "-v", "ON_ERROR_STOP=1", "-X", "-tA", "-F", "|"]
+    for stmt in sql:
+        args += ["-c", stmt]
+    return dexec(site, *args)
+
+
+def pg_isready(site: SiteSettings, db: str | None = None) -> str:
+    return dexec(site, "pg_isready", "-U", site.db_user, "-d", db or site.db_name)
+
+
+def pg_dump_to(site: SiteSettings, path: str, db: str | None = None) -> str:
+    return dexec(site, "pg_dump", "-U", site.db_user, "-Fc", db or site.db_name) + f" > {q(path)}"
+
+
+def dump_list(site: SiteSettings, path: str) -> str:
+    """pg_restore -l of a host file fed on stdin (the archive's table of contents)."""
+    return dexec(site, "pg_restore", "-l", stdin=True) + f" < {q(path)}"
+
+
+# awk: count the data lines of each COPY block of a plain-SQL restore script.
+_COUNT_AWK = r"""/^COPY /{t=$2; n=0; c=1; next} c && /^\\\.$/{print "rows " t " " n; c=0; next} c{n++} END{print "end " c}"""
+
+
+def dump_readback(site: SiteSettings, path: str) -> str:
+    """Read the whole archive (every data block) and count the rows of each table.
+    pg_restore's exit status is reported on stderr as ``pg_restore_exit=N``."""
+    inner = dexec(site, "pg_restore", "-f", "-", stdin=True) + f" < {q(path)}"
+    return f"{{ {inner}; echo \"pg_restore_exit=$?\" >&2; }} | awk {q(_COUNT_AWK)}"
+
+
+def sha256_of(path: str) -> str:
+    return f"sha256sum {q(path)}"
+
+
+def seal_dump(tmp_path: str, final_path: str) -> str:
+    """Record the sha256 beside the final name, then rename the temporary file into place."""
+    directory, _, base = final_path.rpartition("/")
+    sidecar = final_path + ".sha256"
+    return (
+        f"h=$(sha256sum < {q(tmp_path)} | cut -d' ' -f1) && "
+        f"printf '%s  %s\\n' \"$h\" {q(base)} > {q(sidecar)} && "
+        f"mv {q(tmp_path)} {q(final_path)} && echo \"$h\""
+    )
+
+
+def curl_status(url: str) -> str:
+    return f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' {q(url)}"

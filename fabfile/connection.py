@@ -1,0 +1,178 @@
+"""SSH connections that refuse unknown host keys, time out, and keep alive.
+
+Fabric's Connection accepts any host key (paramiko AutoAddPolicy, no known_hosts loaded).
+:func:`harden` fixes a Connection before it opens: known_hosts from ssh_config's
+UserKnownHostsFile (else ~/.ssh/known_hosts), StrictHostKeyChecking yes (default) / accept-new /
+no, a connect timeout, and a keepalive once open. Secrets never go through Fabric's inline env:
+nothing here (or in runner.py) passes ``env=`` to ``run``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+
+from .errors import ConnectError, HostKeyError
+from .inventory import SiteSettings
+
+DEFAULT_CONNECT_TIMEOUT = 15
+KEEPALIVE_SECONDS = 15
+
+
+class UnknownHostKey(paramiko.SSHException):
+    pass
+
+
+def _key_name(hostname: str, port: int | None) -> str:
+    return hostname if not port or port == 22 else f"[{hostname}]:{port}"
+
+
+class RejectUnknown(paramiko.MissingHostKeyPolicy):
+    """StrictHostKeyChecking yes: an unknown host key is refused."""
+
+    def __init__(self, known_hosts: list[str]):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        files = ", ".join(self.known_hosts) or "~/.ssh/known_hosts"
+        raise UnknownHostKey(
+            f"host key of {hostname} ({key.get_name()} {key.get_fingerprint().hex()}) is not in {files}"
+        )
+
+
+class AcceptNew(paramiko.MissingHostKeyPolicy):
+    """StrictHostKeyChecking accept-new: a new host is added to known_hosts; a changed key is refused
+    (paramiko raises BadHostKeyException for a mismatch before any policy is asked)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        path = Path(self.path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class AcceptAny(paramiko.MissingHostKeyPolicy):
+    """StrictHostKeyChecking no: an unknown key is used (not saved); a changed key is still refused."""
+
+    def missing_host_key(self, client, hostname, key):
+        return None
+
+
+def known_hosts_files(ssh_config: dict) -> list[str]:
+    value = ssh_config.get("userknownhostsfile")
+    if isinstance(value, list):
+        value = " ".join(value)
+    if value:
+        return [os.path.expanduser(p) for p in str(value).split() if p != "/dev/null"]
+    return [os.path.expanduser("~/.ssh/known_hosts")]
+
+
+def strict_mode(ssh_config: dict) -> str:
+    value = str(ssh_config.get("stricthostkeychecking", "yes")).strip().lower()
+    if value in ("no", "off"):
+        return "no"
+    if value == "accept-new":
+        return "accept-new"
+    return "yes"  # yes, ask (no prompts here), or anything unknown: strict
+
+
+def harden(c, connect_timeout: int | None = None, known_hosts: str | None = None):
+    """Make Fabric Connection ``c`` check host keys and time out. A no-op for plain Contexts."""
+    client = getattr(c, "client", None)
+    if client is None or getattr(c, "_netmon_hardened", False):
+        return c
+    ssh_config = dict(getattr(c, "ssh_config", {}) or {})
+    files = [os.path.expanduser(known_hosts)] if known_hosts else known_hosts_files(ssh_config)
+    for path in files:
+        if os.path.isfile(path):
+            try:
+                client.load_host_keys(path)
+            except (OSError, paramiko.SSHException, ValueError) as err:
+                raise HostKeyError(f"cannot read known_hosts file {path}: {err} — fix or remove it") from None
+    alias = ssh_config.get("hostkeyalias")
+    if alias:
+        keys = client.get_host_keys()
+        name = _key_name(c.host, c.port)
+        for keytype, key in (keys.lookup(alias) or {}).items():
+            keys.add(name, keytype, key)
+    mode = strict_mode(ssh_config)
+    if mode == "no":
+        client.set_missing_host_key_policy(AcceptAny())
+    elif mode == "accept-new":
+        client.set_missing_host_key_policy(AcceptNew(files[0] if files else "~/.ssh/known_hosts"))
+    else:
+        client.set_missing_host_key_policy(RejectUnknown(files))
+    if "timeout" not in (c.connect_kwargs or {}):
+        c.connect_timeout = connect_timeout or c.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    c.connect_kwargs.setdefault("banner_timeout", c.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+    c.connect_kwargs.setdefault("auth_timeout", c.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+    c.inline_ssh_env = False
+    c._netmon_hardened = True
+    return c
+
+
+def open_checked(c) -> None:
+    """Open ``c`` (a hardened Connection), turning SSH failures into one-line errors."""
+    if getattr(c, "client", None) is None or c.is_connected:
+        return
+    where = f"{c.original_host}" + (f" ({c.host}:{c.port})" if c.host != c.original_host else "")
+    try:
+        c.open()
+    except paramiko.BadHostKeyException as err:
+        raise HostKeyError(
+            f"host key of {where} has CHANGED ({err.key.get_name()} {err.key.get_fingerprint().hex()}) — "
+            "verify the server and fix known_hosts before retrying"
+        ) from None
+    except UnknownHostKey as err:
+        raise HostKeyError(f"{err} — check the fingerprint, then add the key to known_hosts "
+                           "(or set StrictHostKeyChecking accept-new)") from None
+    except paramiko.AuthenticationException as err:
+        raise ConnectError(f"SSH login to {where} failed ({err}) — check the user and key (-i, IdentityFile)") from None
+    except TimeoutError:
+        raise ConnectError(f"connecting to {where} timed out — check the address or raise -t") from None
+    except (paramiko.SSHException, OSError, EOFError) as err:
+        raise ConnectError(f"cannot connect to {where}: {err} — check the address, port and sshd") from None
+    if c.transport is not None:
+        c.transport.set_keepalive(KEEPALIVE_SECONDS)
+
+
+def for_site(c, site: SiteSettings):
+    """If -H named an inventory site that ssh_config does not resolve, connect to the site's host."""
+    if getattr(c, "client", None) is None:
+        return c
+    resolved = c.ssh_config.get("hostname", c.original_host) != c.original_host
+    if c.original_host == site.name and site.host and site.host != site.name and not resolved:
+        c = Connection(
+            host=site.host,
+            port=site.port or None,
+            user=site.user or c.user,
+            config=c.config,
+            connect_kwargs=dict(c.connect_kwargs),
+        )
+    if site.identity_file and not c.connect_kwargs.get("key_filename"):
+        c.connect_kwargs["key_filename"] = [os.path.expanduser(site.identity_file)]
+    return harden(c, known_hosts=site.known_hosts)
+
+
+def make_connection(site: SiteSettings, config=None, connect_timeout: int | None = None):
+    """A hardened Connection to ``site`` (for the fleet layer). ``config`` is a fabric.Config
+    (with ssh_config loaded), e.g. ``fabric.Config(runtime_ssh_path=...)``."""
+    cfg = config if config is not None else Config()
+    host = site.host
+    if site.name and cfg.base_ssh_config.lookup(site.name).get("hostname", site.name) != site.name:
+        host = site.name  # ssh_config knows the site by name: use its HostName, keys, known_hosts
+    kwargs = {"host": host, "config": cfg}
+    if site.port:
+        kwargs["port"] = site.port
+    if site.user:
+        kwargs["user"] = site.user
+    if site.identity_file:
+        kwargs["connect_kwargs"] = {"key_filename": [os.path.expanduser(site.identity_file)]}
+    c = Connection(**kwargs)
+    return harden(c, connect_timeout=connect_timeout, known_hosts=site.known_hosts)

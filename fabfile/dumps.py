@@ -1,0 +1,164 @@
+"""Making, checking, checksumming and copying pg_dump archives.
+
+A dump is written under a temporary name (``.<name>.partial``, which no glob of the tool matches),
+read back whole (every data block, rows counted per table), its TOC listed, its sha256 recorded
+beside it (``<name>.sha256``), and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import commands as cmds
+from .commands import Command, q
+from .errors import CommandFailed, InputError
+from .inventory import SiteSettings
+from .probes import Readback, TocEntry, parse_readback, parse_toc, toc_problems
+
+
+def utc_stamp(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y%m%d_%H%M%S")
+
+
+def partial_name(final_path: str) -> str:
+    directory, _, base = final_path.rpartition("/")
+    return f"{directory}/.{base}.partial"
+
+
+@dataclass
+class DumpInfo:
+    path: str
+    size: int | None = None
+    sha256: str = ""
+    toc: list[TocEntry] = field(default_factory=list)
+    readback: Readback = field(default_factory=Readback)
+
+    @property
+    def tables(self) -> list[str]:
+        return [f"{e.schema}.{e.name}" for e in self.toc if e.kind == "TABLE"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.readback.counts
+
+
+def make_dump_commands(site: SiteSettings, final_path: str, info: DumpInfo, db: str | None = None,
+                       what: str = "dump") -> list[Command]:
+    """pg_dump to a temporary name, read it back whole, list it, seal it (sha256, rename).
+    ``info`` is filled in as the commands run."""
+    tmp = partial_name(final_path)
+
+    def judge_readback(out) -> str | None:
+        info.readback = parse_readback(out.stdout, out.stderr)
+        if not info.readback.ok:
+            reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
+            return f"the new {what} {tmp} does not read back whole ({reason})"
+        return None
+
+    def judge_toc(out) -> str | None:
+        info.toc = parse_toc(out.stdout)
+        if not any(e.kind == "TABLE DATA" for e in info.toc):
+            return f"the new {what} {tmp} lists no table data"
+        return None
+
+    def judge_seal(out) -> str | None:
+        info.sha256 = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        return None if len(info.sha256) == 64 else f"no sha256 for {final_path}"
+
+    return [
+        Command(cmds.pg_dump_to(site, tmp, db=db), what=f"pg_dump {db or site.db_name} to {tmp}",
+                timeout=site.command_timeout),
+        Command(cmds.dump_readback(site, tmp), what=f"read {tmp} back whole", check=judge_readback,
+                timeout=site.command_timeout),
+        Command(cmds.dump_list(site, tmp), what=f"list {tmp}", check=judge_toc),
+        Command(cmds.seal_dump(tmp, final_path), what=f"record sha256 and rename to {final_path}", check=judge_seal),
+    ]
+
+
+def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True) -> DumpInfo:
+    """Read-only: is ``path`` (on the server) a whole pg_dump archive fit to restore? One-line
+    :class:`InputError` otherwise."""
+    info = DumpInfo(path)
+    out = runner.run(Command(f"stat -c %s {q(path)}", what="dump size", changes=False, ok_codes=(0, 1)))
+    if not out.ok or not out.stdout.strip().isdigit():
+        raise InputError(f"dump {path} not found on {runner.site} — give an existing file with --dump "
+                         f"(backups live in {site.backup_dir})")
+    info.size = int(out.stdout.strip())
+    out = runner.run(Command(cmds.dump_list(site, path), what="list dump", changes=False, ok_codes=(0, 1)))
+    info.toc = parse_toc(out.stdout)
+    if not out.ok or not info.toc:
+        text = (out.stderr or out.stdout).strip().splitlines()
+        reason = text[-1] if text else "no table of contents"
+        if "valid archive" in reason or "magic" in reason or "not appear" in reason:
+            raise InputError(f"{path} is not a pg_dump archive — give a file made with pg_dump -Fc")
+        raise InputError(f"{path} cannot be read as a pg_dump archive ({reason}) — give another dump")
+    out = runner.run(Command(cmds.dump_readback(site, path), what="read dump back whole", changes=False,
+                             timeout=site.command_timeout))
+    info.readback = parse_readback(out.stdout, out.stderr)
+    if not info.readback.ok:
+        reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
+        raise InputError(f"{path} is truncated or damaged ({reason}) — give another dump with --dump")
+    sidecar = runner.run(Command(f"cat {q(path + '.sha256')}", what="recorded sha256", changes=False, ok_codes=(0, 1)))
+    actual = runner.run(Command(cmds.sha256_of(path), what="sha256 of dump", changes=False))
+    info.sha256 = actual.stdout.split()[0] if actual.stdout.split() else ""
+    if sidecar.ok and sidecar.stdout.split():
+        recorded = sidecar.stdout.split()[0]
+        if recorded != info.sha256:
+            raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256) — the file changed; give another dump")
+    if for_restore:
+        problems = toc_problems(info.toc)
+        if problems:
+            raise InputError(f"{path} is not a pre-migration backup: {problems[0]} — give the dump taken before the migration")
+        for table in info.counts:
+            cmds.qualified(table)  # every table name must be a plain identifier
+    return info
+
+
+# --- copying --------------------------------------------------------------------------------
+
+def local_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remote_sha256(runner, path: str) -> str:
+    out = runner.must(Command(cmds.sha256_of(path), what=f"sha256 of {path}", changes=False))
+    return out.stdout.split()[0]
+
+
+def fetch(runner, remote_path: str, local_dir: Path) -> tuple[Path, str]:
+    """Copy a dump from the server to ``local_dir``; the sha256 must match at both ends."""
+    local_dir.mkdir(parents=True, exist_ok=True)
+    target = local_dir / remote_path.rsplit("/", 1)[-1]
+    expected = remote_sha256(runner, remote_path)
+    partial = target.with_name(f".{target.name}.partial")
+    runner.c.get(remote_path, local=str(partial))
+    got = local_sha256(partial)
+    if got != expected:
+        partial.unlink(missing_ok=True)
+        raise CommandFailed(f"copy of {remote_path} arrived damaged (sha256 {got[:12]}… ≠ {expected[:12]}…) — retry")
+    partial.rename(target)
+    target.with_name(target.name + ".sha256").write_text(f"{expected}  {target.name}\n")
+    return target, expected
+
+
+def push(runner, local_path: Path, remote_dir: str) -> tuple[str, str]:
+    """Copy a local dump to ``remote_dir`` on the server; sha256 checked there, sidecar written."""
+    if not local_path.is_file():
+        raise InputError(f"{local_path} not found — give an existing dump file")
+    expected = local_sha256(local_path)
+    final = f"{remote_dir.rstrip('/')}/{local_path.name}"
+    tmp = partial_name(final)
+    runner.c.put(str(local_path), remote=tmp)
+    got = remote_sha256(runner, tmp)
+    if got != expected:
+        runner.run(Command(f"rm -f {q(tmp)}", what="remove damaged copy"))
+        raise CommandFailed(f"copy of {local_path} arrived damaged on {runner.site} — retry")
+    runner.must(Command(cmds.seal_dump(tmp, final), what=f"record sha256 and rename to {final}"))
+    return final, expected

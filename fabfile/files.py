@@ -1,0 +1,155 @@
+"""Reverting the runbook's five files: git checkout of the pre-migration revision, or (no git, no
+such commit) a manual revert of docker-compose.yml, scripts/init.sql and backend/requirements.txt.
+Whatever is there is saved first (a tar of the files, and the uncommitted diff as a patch)."""
+
+from __future__ import annotations
+
+import re
+
+from .commands import Command, q
+from .inventory import SiteSettings
+from .probes import APP_FILES, SiteState
+
+_TSDB_SQL = re.compile(r"timescaledb|create_hypertable|add_compression_policy|add_retention_policy|"
+                       r"add_continuous_aggregate_policy|timescaledb\.compress|remove_.*_policy", re.I)
+
+
+def revert_compose(text: str, plain_image: str = "postgres:16-alpine") -> str:
+    """The db service back on the plain image, its TimescaleDB preload ``command:`` removed."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    in_db = False
+    db_indent = -1
+    skip_indent: int | None = None
+    for line in lines:
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip(" "))
+        if skip_indent is not None:
+            if stripped and indent <= skip_indent and not stripped.startswith("- "):
+                skip_indent = None
+            elif stripped and (indent > skip_indent or stripped.startswith("- ")):
+                continue
+            else:
+                continue
+        if re.match(r"^\s*db:\s*$", line):
+            in_db, db_indent = True, indent
+            out.append(line)
+            continue
+        if in_db and stripped and indent <= db_indent:
+            in_db = False
+        if in_db:
+            m = re.match(r"^(\s*image:\s*)(['\"]?)([^'\"\s#]+)\2(.*)$", line.rstrip("\n"))
+            if m and "timescale" in m.group(3).lower():
+                out.append(f"{m.group(1)}{plain_image}\n")
+                continue
+            m = re.match(r"^(\s*)command:\s*(.*)$", line.rstrip("\n"))
+            if m:
+                rest = m.group(2).strip()
+                if rest and "timescaledb" in rest.lower():
+                    continue  # one-line command
+                if not rest:
+                    # block form: drop it when its items mention timescaledb
+                    idx = lines.index(line)
+                    block = []
+                    for nxt in lines[idx + 1:]:
+                        ni = len(nxt) - len(nxt.lstrip(" "))
+                        if nxt.strip() and ni <= indent and not nxt.strip().startswith("- "):
+                            break
+                        block.append(nxt)
+                    if "timescaledb" in "".join(block).lower():
+                        skip_indent = indent
+                        continue
+        out.append(line)
+    return "".join(out)
+
+
+def revert_init_sql(text: str) -> str:
+    """scripts/init.sql without its TimescaleDB statements (whole statements, across lines)."""
+    out: list[str] = []
+    stmt: list[str] = []
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if not stmt and (not stripped or stripped.startswith("--")):
+            if not (stripped.startswith("--") and "timescale" in stripped.lower() and "remove" not in stripped.lower()):
+                out.append(line)
+            continue
+        stmt.append(line)
+        if stripped.endswith(";"):
+            if not _TSDB_SQL.search("".join(stmt)):
+                out.extend(stmt)
+            stmt = []
+    if stmt and not _TSDB_SQL.search("".join(stmt)):
+        out.extend(stmt)
+    return "".join(out)
+
+
+def revert_requirements(text: str) -> str:
+    """backend/requirements.txt without psycopg2-binary or TimescaleDB packages."""
+    keep = []
+    for line in text.splitlines(keepends=True):
+        name = re.split(r"[=<>!~\[ ;]", line.strip(), maxsplit=1)[0].lower()
+        if name in ("psycopg2-binary", "psycopg2") or "timescale" in line.lower():
+            continue
+        keep.append(line)
+    return "".join(keep)
+
+
+def save_commands(site: SiteSettings, state: SiteState, ts: str) -> list[Command]:
+    """Keep a copy of the files as they are (and the uncommitted diff) before overwriting them."""
+    present = [f for f in APP_FILES if f in state.files]
+    out = []
+    if present:
+        tarball = f"{site.backup_dir}/netmon_files_pre_rollback_{ts}.tar.gz"
+        out.append(Command(f"tar -czf {q(tarball)} -C {q(site.app_dir)} " + " ".join(q(f) for f in present),
+                           what=f"save the current files to {tarball}"))
+    if state.git and state.git_dirty:
+        patch = f"{site.backup_dir}/netmon_uncommitted_{ts}.patch"
+        out.append(Command(f"git -C {q(site.app_dir)} diff HEAD -- " + " ".join(q(f) for f in APP_FILES) + f" > {q(patch)}",
+                           what=f"save the uncommitted changes to {patch}"))
+    return out
+
+
+def git_revert_commands(site: SiteSettings, rev: str, files_in_rev: list[str]) -> list[Command]:
+    return [Command(f"git -C {q(site.app_dir)} checkout {q(rev)} -- " + " ".join(q(f) for f in files_in_rev),
+                    what=f"git checkout {rev[:12]} -- the migration's files")]
+
+
+def write_file_command(site: SiteSettings, rel: str, content: str) -> Command:
+    path = f"{site.app_dir}/{rel}"
+    tmp = f"{path}.rollback-tmp"
+    return Command(f"cat > {q(tmp)} && mv {q(tmp)} {q(path)}", what=f"rewrite {rel} (manual revert)",
+                   stdin=content, stdin_note=f"reverted {rel}, {len(content)} bytes")
+
+
+def manual_revert(site: SiteSettings, state: SiteState) -> tuple[list[Command], list[str]]:
+    """Commands of the manual revert, and the files that need a person."""
+    out = []
+    for rel, fn in (("docker-compose.yml", lambda t: revert_compose(t, site.plain_image)),
+                    ("scripts/init.sql", revert_init_sql),
+                    ("backend/requirements.txt", revert_requirements)):
+        text = state.file_texts.get(rel)
+        if text is None:
+            continue
+        new = fn(text)
+        if new != text:
+            out.append(write_file_command(site, rel, new))
+    return out, list(state.mentions)
+
+
+def compose_without_preload(text: str, plain_image: str = "postgres:16-alpine") -> str:
+    """The reverted compose file with the db started as ``postgres -c shared_preload_libraries=``:
+    the fallback that lets a data directory which still preloads timescaledb start on the plain
+    image (the command line overrides postgresql.conf and postgresql.auto.conf)."""
+    reverted = revert_compose(text, plain_image)
+    lines = reverted.splitlines(keepends=True)
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        m = re.match(r"^(\s*)db:\s*$", line)
+        if m:
+            nxt = next((ln for ln in lines[i + 1:] if ln.strip()), "")
+            indent = len(nxt) - len(nxt.lstrip(" ")) if nxt else len(m.group(1)) + 2
+            if indent <= len(m.group(1)):
+                indent = len(m.group(1)) + 2
+            out.append(" " * indent + 'command: ["postgres", "-c", "shared_preload_libraries="]\n')
+    return "".join(out)

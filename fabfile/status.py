@@ -1,0 +1,119 @@
+"""The status picture of one server and its verdict (pure, from a probed SiteState, plus the
+optional qa_check.sh run)."""
+
+from __future__ import annotations
+
+import re
+
+from .commands import Command, q
+from .inventory import SiteSettings
+from .probes import FLOW_TABLES, SiteState, has_timescaledb
+from .report import human_age, human_size, table
+
+ROLLED_BACK = "rolled back"
+HEALTHY = "TimescaleDB active and healthy"
+PROBLEMS = "TimescaleDB active with problems"
+PARTIAL = "partly rolled back"
+
+
+def signals(site: SiteSettings, state: SiteState, qa_failed: str | None = None) -> list[str]:
+    """The runbook's "When to Rollback" signals found on the server."""
+    out = []
+    backend = state.container(site.backend_container)
+    if backend.status == "restarting" or (backend.status != "running" and backend.restarts > 0):
+        out.append(f"backend in a restart loop ({backend.status}, {backend.restarts} restarts)")
+    elif backend.status != "running":
+        out.append(f"backend is {backend.status}")
+    if not state.db_answers:
+        out.append(f"database does not answer ({state.db_error})")
+    if state.flow_query_error:
+        out.append(f"flow queries fail: {state.flow_query_error}")
+    if state.flow_age is not None and state.flow_age > site.ingest_stale_seconds:
+        out.append(f"ingestion stopped: newest flow is {human_age(state.flow_age)} old")
+    rollup = [ln for ln in state.backend_log.splitlines() if re.search(r"rollup", ln, re.I) and re.search(r"error", ln, re.I)]
+    if rollup:
+        out.append(f"rollup errors in the backend log ({len(rollup)} lines)")
+    if qa_failed:
+        out.append(f"scripts/qa_check.sh fails: {qa_failed}")
+    if state.failed_jobs:
+        out.append(f"{state.failed_jobs} TimescaleDB job(s) failing (compression/retention)")
+    return out
+
+
+def verdict_of(state: SiteState, found: list[str]) -> str:
+    if state.rolled_back:
+        return ROLLED_BACK
+    if state.extension.get("netmon") or state.hypertables:
+        return PROBLEMS if found else HEALTHY
+    if state.timescale_anywhere or state.leftovers:
+        return PARTIAL
+    return PROBLEMS if found else ROLLED_BACK
+
+
+def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, str, list[str], dict]:
+    qa_failed = None
+    if state.qa_check:
+        out = runner.run(Command(f"cd {q(site.app_dir)} && timeout 120 ./scripts/qa_check.sh", what="qa_check.sh",
+                                 changes=False, ok_codes=tuple(range(256))))
+        if not out.ok:
+            last = (out.stdout + out.stderr).strip().splitlines()
+            qa_failed = f"exit {out.exited}" + (f": {last[-1][:80]}" if last else "")
+    found = signals(site, state, qa_failed)
+    verdict = verdict_of(state, found)
+    parts = [f"== {runner.site}"]
+    if not state.docker or not state.app_dir:
+        parts.append("docker missing" if not state.docker else f"app_dir {site.app_dir} missing")
+        return "\n".join(parts), "unknown", ["fix the site first"], {"docker": state.docker, "app_dir": state.app_dir}
+    crow = [[n, state.container(n).status, state.container(n).health or "-", state.container(n).image or "-"]
+            for n in site.containers.values()]
+    parts.append(table(crow, ["container", "state", "health", "image"]))
+    parts.append(f"compose db image: {state.db_image or '?'}" + (f"   command: {state.db_command}" if state.db_command else ""))
+    if state.db_answers:
+        ext = [[db, "yes" if has else ("?" if has is None else "no")] for db, has in sorted(state.extension.items())]
+        parts.append(table(ext, ["database", "timescaledb"]))
+        srcs = [f"{f}:{ln}" for f, ln, s in state.preload_files if has_timescaledb(s)]
+        parts.append(f"shared_preload_libraries = '{state.preload}' (source: {state.preload_source}"
+                     + (f" {state.preload_sourcefile}" if state.preload_sourcefile else "") + ")"
+                     + (f"; timescaledb set in {', '.join(srcs)}" if srcs else ""))
+        parts.append(f"hypertables: {', '.join(state.hypertables) or 'none'};  continuous aggregates: "
+                     f"{', '.join(state.caggs) or 'none'};  compression: {', '.join(state.compressed) or 'none'}")
+        frow = []
+        for t in FLOW_TABLES:
+            rel = state.relations.get(t)
+            kind = "plain" if state.flow_plain(t) else ("missing" if not rel else "TimescaleDB")
+            frow.append([t, rel[0] if rel else "missing", rel[1] if rel else "-", kind])
+        parts.append(table(frow, ["flow table", "relkind", "children", "kind"]))
+        parts.append(f"tables in public: {state.table_count} (expected {site.expected_tables});  database size: "
+                     f"{human_size(state.db_size)};  newest flow: {human_age(state.flow_age)} ago")
+        if state.leftovers:
+            parts.append(f"left by an unfinished rollback: {', '.join(state.leftovers)}")
+    else:
+        parts.append(f"database: does not answer ({state.db_error})")
+    if state.backups:
+        parts.append(table([[b.path, human_size(b.size), human_age(b.age), "yes" if b.has_sha else "no"] for b in state.backups],
+                           ["backup", "size", "age", "sha256 file"]))
+    else:
+        parts.append(f"backups: none in {site.backup_dir}")
+    if state.git:
+        rev = state.pre_migration_rev()
+        parts.append(f"git: HEAD {state.git_head[:12]}; uncommitted: {', '.join(state.git_dirty) or 'none'}; "
+                     f"pre-migration commit: {rev[:12] if rev else 'not found'}")
+    else:
+        parts.append(f"git: {site.app_dir} is not a git repository")
+    for s in found:
+        parts.append(f"signal: {s}")
+    line = f"verdict: {verdict}"
+    if verdict == PROBLEMS:
+        line += " — rollback advised: " + "; ".join(found)
+    elif verdict == PARTIAL:
+        line += " — rerun rollback to finish"
+    parts.append(line)
+    data = {
+        "site": runner.site, "verdict": verdict, "signals": found,
+        "containers": {n: state.container(n).status for n in site.containers.values()},
+        "db_image": state.db_image, "extension": state.extension, "preload": state.preload,
+        "hypertables": state.hypertables, "continuous_aggregates": state.caggs, "table_count": state.table_count,
+        "backups": [{"path": b.path, "size": b.size, "age_seconds": b.age, "sha256_file": b.has_sha} for b in state.backups],
+        "git_head": state.git_head, "git_dirty": state.git_dirty, "pre_migration_commit": state.pre_migration_rev(),
+    }
+    return "\n".join(parts), verdict, found, data

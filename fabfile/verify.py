@@ -1,0 +1,133 @@
+"""The verify checks: the runbook's seven, plus the ones that can actually fail (DESIGN.md §1.6).
+Each check reads the server; none changes it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from . import commands as cmds
+from .commands import Command, q
+from .inventory import SiteSettings
+from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image, probe_site, rows
+from .stack import health_url
+
+
+@dataclass
+class Check:
+    name: str
+    expected: str
+    actual: str
+    ok: bool
+
+
+def _http(out) -> tuple[str, str]:
+    """curl -w '\\n%{http_code}' output → (body, code)."""
+    body, _, code = (out.stdout or "").rstrip("\n").rpartition("\n")
+    return body, code.strip()
+
+
+def login_and_stats(runner, site: SiteSettings, password: str | None) -> Check:
+    name = "login + /api/flows/stats (runbook 5)"
+    if not password:
+        return Check(name, "200", "no admin password: set NETMON_ADMIN_PASSWORD or admin_password_file", False)
+    runner.add_secret(password)
+    base = site.api_url.rstrip("/")
+    body = json.dumps({"username": site.admin_user, "password": password})
+    out = runner.run(Command(
+        "curl -s -m 15 -X POST -H 'Content-Type: application/json' --data-binary @- "
+        f"-w '\\n%{{http_code}}' {q(base + '/api/auth/login')}",
+        what="login", stdin=body, stdin_note="login JSON (secret)", changes=False, ok_codes=(0, 7, 22, 28)))
+    text, code = _http(out)
+    if code != "200":
+        return Check(name, "200", f"login answered {code or 'nothing'}", False)
+    try:
+        token = json.loads(text)["access_token"]
+    except (ValueError, KeyError, TypeError):
+        return Check(name, "200", "login answered without access_token", False)
+    runner.add_secret(token)
+    out = runner.run(Command(
+        f"curl -s -m 15 -H @- -o /dev/null -w '%{{http_code}}' {q(base + '/api/flows/stats?hours=1')}",
+        what="flow stats", stdin=f"Authorization: Bearer {token}\n", stdin_note="bearer header (secret)",
+        changes=False, ok_codes=(0, 7, 22, 28)))
+    code = out.stdout.strip()
+    return Check(name, "200", code or "nothing", code == "200")
+
+
+def ingestion(runner, site: SiteSettings, state: SiteState, wait: float) -> Check:
+    name = "ingestion resumed (new flow row)"
+    if not state.db_answers:
+        return Check(name, f"new row within {wait:.0f}s", "database does not answer", False)
+    sql = "SELECT count(*) FROM flow_records"
+    first = runner.run(Command(cmds.psql(site, sql), what="flow count", changes=False, ok_codes=(0, 1, 2)))
+    if not first.ok or not first.stdout.strip().isdigit():
+        return Check(name, f"new row within {wait:.0f}s", "flow_records cannot be read", False)
+    base = int(first.stdout.strip())
+    deadline = time.monotonic() + wait
+    while True:
+        out = runner.run(Command(cmds.psql(site, sql), what="flow count", changes=False, ok_codes=(0, 1, 2)))
+        n = int(out.stdout.strip()) if out.stdout.strip().isdigit() else base
+        if n > base:
+            return Check(name, f"new row within {wait:.0f}s", f"+{n - base} rows", True)
+        if time.monotonic() >= deadline:
+            return Check(name, f"new row within {wait:.0f}s", "no new row", False)
+        time.sleep(1.0)
+
+
+def verify_state(runner, site: SiteSettings, state: SiteState, password: str | None,
+                 ingest_wait: float | None = None) -> list[Check]:
+    checks: list[Check] = []
+    names = list(site.containers.values())
+    down = [f"{n}={state.container(n).status}" for n in names if state.container(n).status != "running"]
+    checks.append(Check("all five containers running (runbook 1)", "5/5 running",
+                        "5/5 running" if not down else ", ".join(down), not down))
+    ext_app = state.extension.get(site.db_name)
+    checks.append(Check(f"timescaledb extension in {site.db_name} (runbook 2)", "0",
+                        "?" if ext_app is None else str(int(bool(ext_app))), ext_app is False))
+    dbs = state.extension_dbs
+    checks.append(Check("no timescaledb in any database", "none", ", ".join(dbs) or "none",
+                        state.db_answers and not dbs))
+    present = "1" if "flow_records" in state.relations else "0"
+    checks.append(Check("flow_records exists (runbook 3)", "1", present, present == "1"))
+    for table in FLOW_TABLES:
+        rel = state.relations.get(table)
+        if not rel:
+            actual = "missing"
+        else:
+            kind = {"r": "table", "p": "partitioned", "v": "view", "m": "materialized view"}.get(rel[0], rel[0])
+            actual = f"{kind}, {rel[1]} children" + (", hypertable" if table in state.hypertables else "") + (
+                ", continuous aggregate" if table in state.caggs else "")
+        checks.append(Check(f"{table} is a plain table", "table, 0 children", actual, state.flow_plain(table)))
+    preload_bad = state.preload_timescaledb
+    where = [f for f, _, s in state.preload_files if has_timescaledb(s)]
+    checks.append(Check("shared_preload_libraries without timescaledb", "no timescaledb",
+                        (state.preload or "''") + (f" (in {', '.join(where)})" if where else ""),
+                        state.db_answers and not preload_bad))
+    image = state.container(site.db_container).image or state.db_image
+    checks.append(Check("db runs the plain image", site.plain_image, image or "?",
+                        bool(image) and not is_timescale_image(image) and not is_timescale_image(state.db_image)))
+    out = runner.run(Command(cmds.curl_status(health_url(site)), what="health", changes=False, ok_codes=(0, 7, 22, 28)))
+    code = out.stdout.strip()
+    checks.append(Check("backend /api/health (runbook 4)", "200", code or "no answer", code == "200"))
+    checks.append(login_and_stats(runner, site, password))
+    out = runner.run(Command(cmds.compose(site, "logs", "--tail=30", "backend"), what="backend log",
+                             changes=False, ok_codes=(0, 1)))
+    errors = [ln for ln in out.stdout.splitlines() if "error" in ln.lower()]
+    checks.append(Check("no errors in the last 30 backend log lines (runbook 6)", "0",
+                        str(len(errors)) + (f": {errors[-1].strip()[:80]}" if errors else ""), out.ok and not errors))
+    checks.append(Check("tables in public (runbook 7, BASE TABLE)", str(site.expected_tables),
+                        "?" if state.table_count is None else str(state.table_count),
+                        state.table_count == site.expected_tables))
+    wait = site.ingest_wait_seconds if ingest_wait is None else ingest_wait
+    checks.append(ingestion(runner, site, state, wait))
+    return checks
+
+
+def verify_checks(runner, site: SiteSettings, password: str | None, ingest_wait: float | None = None) -> list[Check]:
+    state = probe_site(runner, site)
+    return verify_state(runner, site, state, password, ingest_wait)
+
+
+def rows_of(text: str) -> list[list[str]]:
+    return rows(text)

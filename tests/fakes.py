@@ -1,0 +1,28 @@
+"""A recording stand-in for a Fabric Connection in unit tests: answers commands by regex."""
+
+from __future__ import annotations
+
+import re
+
+from invoke.runners import Result
+
+
+class FakeContext:
+    def __init__(self, answers=None):
+        self.answers = list(answers or [])  # (regex, stdout, exit[, stderr])
+        self.calls: list[dict] = []
+
+    def run(self, cmd, **kw):
+        stream = kw.get("in_stream")
+        stdin = stream.getvalue() if stream not in (None, False) and hasattr(stream, "getvalue") else None
+        self.calls.append({"cmd": cmd, "stdin": stdin, "kw": kw})
+        for answer in self.answers:
+            pattern, stdout, exited = answer[:3]
+            stderr = answer[3] if len(answer) > 3 else ""
+            if re.search(pattern, cmd):
+                return Result(stdout=stdout, stderr=stderr, exited=exited, command=cmd)
+        return Result(stdout="", stderr="", exited=0, command=cmd)
+
+    @property
+    def commands(self) -> list[str]:
+        return [c["cmd"] for c in self.calls]

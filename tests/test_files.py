@@ -1,0 +1,79 @@
+import yaml
+
+from fabfile import files
+from fabfile.inventory import SiteSettings
+from fabfile.probes import SiteState, compose_db_service
+
+COMPOSE_INLINE = """services:
+  db:
+    image: timescale/timescaledb:latest-pg16
+    container_name: netmon-db
+    command: postgres -c shared_preload_libraries=timescaledb
+    volumes:
+      - postgres_data:/var/lib/postgresql/data
+  backend:
+    image: netmon-backend
+    command: uvicorn app.main:app
+volumes:
+  postgres_data:
+"""
+COMPOSE_BLOCK = """services:
+  db:
+    image: "timescale/timescaledb:2.17.2-pg16"
+    command:
+      - postgres
+      - -c
+      - shared_preload_libraries=timescaledb
+    environment:
+      POSTGRES_DB: netmon
+  redis:
+    image: redis:7-alpine
+"""
+
+
+def test_revert_compose_inline_command():
+    out = files.revert_compose(COMPOSE_INLINE)
+    db = compose_db_service(out)
+    assert db["image"] == "postgres:16-alpine" and "command" not in db
+    data = yaml.safe_load(out)
+    assert data["services"]["backend"]["command"] == "uvicorn app.main:app"  # other services untouched
+    assert data["services"]["db"]["volumes"] == ["postgres_data:/var/lib/postgresql/data"]
+
+
+def test_revert_compose_block_command():
+    out = files.revert_compose(COMPOSE_BLOCK)
+    data = yaml.safe_load(out)
+    assert data["services"]["db"] == {"image": "postgres:16-alpine", "environment": {"POSTGRES_DB": "netmon"}}
+    assert data["services"]["redis"]["image"] == "redis:7-alpine"
+
+
+def test_fallback_compose_starts_plain_without_preload():
+    data = yaml.safe_load(files.compose_without_preload(COMPOSE_INLINE))
+    assert data["services"]["db"]["image"] == "postgres:16-alpine"
+    assert data["services"]["db"]["command"] == ["postgres", "-c", "shared_preload_libraries="]
+
+
+def test_revert_init_sql_drops_whole_statements():
+    text = ("CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\";\nCREATE EXTENSION IF NOT EXISTS timescaledb;\n"
+            "CREATE EXTENSION IF NOT EXISTS \"pg_stat_statements\";\n-- TimescaleDB hypertables\n"
+            "SELECT create_hypertable('flow_records', 'timestamp',\n  chunk_time_interval => INTERVAL '1 day');\n"
+            "ALTER TABLE flow_records SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id');\n"
+            "SELECT add_compression_policy('flow_records', INTERVAL '7 days');\n"
+            "SELECT 'NetMon DB initialized' AS status;\n")
+    assert files.revert_init_sql(text) == ("CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\";\n"
+                                           "CREATE EXTENSION IF NOT EXISTS \"pg_stat_statements\";\n"
+                                           "SELECT 'NetMon DB initialized' AS status;\n")
+
+
+def test_revert_requirements():
+    text = "fastapi==0.110.0\nasyncpg==0.29.0\npsycopg2-binary==2.9.9\n"
+    assert files.revert_requirements(text) == "fastapi==0.110.0\nasyncpg==0.29.0\n"
+
+
+def test_manual_revert_writes_on_stdin_and_names_files_for_a_person():
+    state = SiteState(files=["docker-compose.yml", "backend/requirements.txt"], mentions=["backend/app/main.py"],
+                      file_texts={"docker-compose.yml": COMPOSE_INLINE, "backend/requirements.txt": "asyncpg==0.29.0\n"})
+    commands, person = files.manual_revert(SiteSettings(), state)
+    assert [c.what for c in commands] == ["rewrite docker-compose.yml (manual revert)"]
+    assert "postgres:16-alpine" in commands[0].stdin and "postgres:16-alpine" not in commands[0].cmd
+    assert person == ["backend/app/main.py"]
