@@ -191,7 +191,8 @@ def rollback_site(c, site: SiteSettings, opts: RollbackOptions, confirm: Callabl
         out.block(plan.render())
         if opts.dry_run:
             out.line("dry run: only read-only commands were run; nothing was changed.")
-            return HostResult(runner.site, "rollback", True, summary="dry run", data={"plan": plan.render()},
+            return HostResult(runner.site, "rollback", True, summary="dry run",
+                              data={"plan": plan.render(), "steps": [step.title for step in plan.steps]},
                               audit_log=str(runner.audit.path))
         if not opts.yes:
             asker = confirm or confirm_on_tty

@@ -13,6 +13,23 @@ from .inventory import SiteSettings
 from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image, probe_site, rows
 from .stack import health_url
 
+#: check name (without its "(runbook N)" tag) → short column name in fleet tables
+SHORT_NAMES = {
+    "all five containers running": "containers",
+    "no timescaledb in any database": "no tsdb",
+    "flow_records exists": "flows table",
+    "flow_records is a plain table": "flow_records plain",
+    "flow_summary_5m is a plain table": "summary plain",
+    "shared_preload_libraries without timescaledb": "preload",
+    "db runs the plain image": "image",
+    "backend /api/health": "health",
+    "login + /api/flows/stats": "login+stats",
+    "no errors in the last 30 backend log lines": "log",
+    "tables in public": "tables",
+    "ingestion resumed": "ingest",
+}
+SHORT_PREFIXES = {"timescaledb extension in": "tsdb ext"}
+
 
 @dataclass
 class Check:
@@ -20,6 +37,12 @@ class Check:
     expected: str
     actual: str
     ok: bool
+    key: str = ""  # a short column name for fleet tables
+
+    def __post_init__(self):
+        base = self.name.split(" (")[0]
+        prefixed = next((v for k, v in SHORT_PREFIXES.items() if base.startswith(k)), None)
+        self.key = self.key or SHORT_NAMES.get(base) or prefixed or base
 
 
 def _http(out) -> tuple[str, str]:
