@@ -1,0 +1,317 @@
+"""The TimescaleDB stand-in and image, proven on a throwaway PostgreSQL server.
+
+Each behaviour DESIGN.md §1 says decides a rollback is checked against the server itself: the
+image's postgres with the preload, then the plain host binary on the same data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.lab.images import BIN, build_timescaledb_image
+
+HOST_BIN = Path("/usr/lib/postgresql/15/bin")
+LIBRARY_MISSING = 'could not access file "$libdir/timescaledb-2.17.2": No such file or directory'
+PRELOAD_FATAL = 'FATAL:  could not access file "timescaledb": No such file or directory'
+
+
+class Cluster:
+    """A PostgreSQL cluster in a temp dir: socket in it, TCP on 127.0.0.1 only, run as `postgres`."""
+
+    def __init__(self, root: Path, bin_dir: Path):
+        self.root, self.bin_dir, self.password = root, bin_dir, secrets.token_urlsafe(12)
+        self.data, self.sockets = root / "data", root / "run"
+        self.port = free_port()
+        root.mkdir(mode=0o755)
+        for d in (self.data, self.sockets):
+            d.mkdir(mode=0o700)
+            shutil.chown(d, "postgres", "postgres")
+        pwfile = root / "pw"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(self.password + "\n")
+        shutil.chown(pwfile, "postgres")
+        as_postgres(bin_dir / "initdb", "-D", self.data, "-U", "netmon", f"--pwfile={pwfile}", "--auth-local=trust",
+                    "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+        pwfile.unlink()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://netmon:{self.password}@127.0.0.1:{self.port}/netmon"
+
+    def options(self, *settings: str) -> list[str]:
+        return ["-c", "listen_addresses=127.0.0.1", "-p", str(self.port), "-c", f"unix_socket_directories={self.sockets}",
+                *(arg for s in settings for arg in ("-c", s))]
+
+    def start(self, bin_dir: Path | None = None, *settings: str) -> None:
+        """pg_ctl start of `bin_dir`'s postgres (default: the cluster's own image)."""
+        bin_dir = bin_dir or self.bin_dir
+        as_postgres(bin_dir / "pg_ctl", "-D", self.data, "-l", self.sockets / "log", "-w", "-t", "30",
+                    "-o", " ".join(self.options(*settings)), "start")
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            as_postgres(HOST_BIN / "pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def psql(self, sql: str, db: str = "netmon", check: bool = True) -> subprocess.CompletedProcess:
+        """Run `sql` (one or more statements) with verbose errors (they carry the SQLSTATE)."""
+        proc = subprocess.run([HOST_BIN / "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
+                               "-h", self.sockets, "-p", str(self.port), "-U", "netmon", "-d", db],
+                              input=sql, capture_output=True, text=True, timeout=60)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def value(self, sql: str, db: str = "netmon") -> str:
+        return self.psql(sql, db).stdout.strip()
+
+
+def as_postgres(*argv) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{argv[0]} failed: {proc.stdout}{proc.stderr}"
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the server runs as user postgres)")
+    root = Path(tempfile.mkdtemp(prefix="netmon-standin-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def image(workdir) -> Path:
+    build_timescaledb_image(workdir / "image")
+    return workdir / "image"
+
+
+@pytest.fixture(scope="module")
+def server(workdir, image):
+    """A cluster made by the TimescaleDB image (so its postgresql.conf preloads timescaledb), running."""
+    cluster = Cluster(workdir / "cluster", image / BIN)
+    try:
+        cluster.start()
+        cluster.psql("CREATE DATABASE netmon", db="postgres")
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def migrated_database(server: Cluster, db: str, rows: int = 500) -> None:
+    """A database as the NetMon migration leaves it: flow_records a hypertable holding `rows` rows."""
+    server.psql(f"CREATE DATABASE {db}", db="postgres")
+    server.psql(f"""
+CREATE EXTENSION timescaledb;
+CREATE TABLE flow_records (id bigserial, "timestamp" timestamptz NOT NULL DEFAULT now(), device_id integer,
+  bytes bigint, PRIMARY KEY (id, "timestamp"));
+INSERT INTO flow_records ("timestamp", device_id, bytes)
+  SELECT now() - g * interval '15 minutes', g % 5, g FROM generate_series(1, {rows}) g;
+SELECT create_hypertable('flow_records', 'timestamp', chunk_time_interval => interval '1 day', migrate_data => true);
+""", db=db)
+
+
+def test_image_tree_resolves_into_itself(image):
+    for name in ("postgres", "initdb", "pg_ctl"):
+        path = image / BIN / name
+        assert path.is_file() and not path.is_symlink()
+    assert (image / "usr/lib/postgresql/15/lib/timescaledb.so").read_bytes() == \
+        (HOST_BIN.parent / "lib/auth_delay.so").read_bytes()
+    assert not (HOST_BIN.parent / "lib/timescaledb.so").exists()
+    build_timescaledb_image(image)  # again: a no-op that keeps the tree
+
+
+def test_image_initdb_preloads_timescaledb(server):
+    assert "\nshared_preload_libraries = 'timescaledb'" in (server.data / "postgresql.conf").read_text()
+    assert server.value("SHOW shared_preload_libraries") == "timescaledb"
+    assert server.value("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'") == "2.17.2"
+
+
+def test_create_extension_refuses_without_the_preload(server):
+    server.stop()
+    server.start(None, "shared_preload_libraries=")
+    try:
+        refused = server.psql("CREATE EXTENSION timescaledb", check=False)
+        assert 'extension "timescaledb" must be preloaded' in refused.stderr
+        assert "Please preload the timescaledb library via shared_preload_libraries." in refused.stderr
+        assert server.value("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == "0"
+    finally:
+        server.stop()
+        server.start()
+
+
+def test_create_hypertable_moves_rows_into_chunks(server):
+    server.psql("CREATE DATABASE hyper", db="postgres")
+    server.psql("""
+CREATE EXTENSION timescaledb;
+CREATE TABLE flow_records (id bigserial PRIMARY KEY, "timestamp" timestamptz NOT NULL DEFAULT now(), bytes bigint);
+INSERT INTO flow_records ("timestamp", bytes) SELECT now() - g * interval '10 minutes', g FROM generate_series(1, 1000) g;
+""", db="hyper")
+    not_empty = server.psql("SELECT create_hypertable('flow_records', 'timestamp')", db="hyper", check=False)
+    assert 'table "flow_records" is not empty' in not_empty.stderr and "migrate_data => true" in not_empty.stderr
+    pk = server.psql("SELECT create_hypertable('flow_records', 'timestamp', migrate_data => true)", db="hyper", check=False)
+    assert 'TS103: cannot create a unique index without the column "timestamp" (used in partitioning)' in pk.stderr
+
+    server.psql('ALTER TABLE flow_records DROP CONSTRAINT flow_records_pkey, ADD PRIMARY KEY (id, "timestamp")', db="hyper")
+    made = server.value("SELECT * FROM create_hypertable('flow_records', 'timestamp', "
+                        "chunk_time_interval => interval '1 day', migrate_data => true)", db="hyper")
+    assert made == "1|public|flow_records|t"
+    assert server.value("SELECT indexdef FROM pg_indexes WHERE indexname = 'flow_records_timestamp_idx'", db="hyper") \
+        .endswith('USING btree ("timestamp" DESC)')
+    assert server.value("SELECT count(*) FROM ONLY flow_records", db="hyper") == "0"
+    assert server.value("SELECT count(*) FROM flow_records", db="hyper") == "1000"
+    children = int(server.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'flow_records'::regclass", db="hyper"))
+    assert children >= 7
+    assert server.value("SELECT hypertable_name || ':' || num_chunks FROM timescaledb_information.hypertables",
+                        db="hyper") == f"flow_records:{children}"
+    assert server.value("SELECT DISTINCT chunk_schema FROM timescaledb_information.chunks", db="hyper") == \
+        "_timescaledb_internal"
+
+    # New rows go through ts_insert_blocker into their chunk, a new one when none covers them.
+    server.psql("INSERT INTO flow_records (\"timestamp\", bytes) VALUES (now(), 1), (now() + interval '30 days', 2)",
+                db="hyper")
+    assert server.value("SELECT count(*) FROM ONLY flow_records", db="hyper") == "0"
+    assert server.value("SELECT count(*) FROM flow_records", db="hyper") == "1002"
+    assert server.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'flow_records'::regclass",
+                        db="hyper") == str(children + 1)
+    assert server.value("SELECT tableoid::regclass FROM flow_records WHERE bytes = 2", db="hyper") \
+        .startswith("_timescaledb_internal._hyper_1_")
+
+    again = server.psql("SELECT create_hypertable('flow_records', 'timestamp')", db="hyper", check=False)
+    assert 'TS110: table "flow_records" is already a hypertable' in again.stderr
+    skip = server.psql("SELECT created FROM create_hypertable('flow_records', 'timestamp', if_not_exists => true)",
+                       db="hyper")
+    assert skip.stdout.strip() == "f" and "already a hypertable, skipping" in skip.stderr
+
+
+def test_policies_jobs_and_time_bucket(server):
+    migrated_database(server, "policies")
+    q = server.value
+    off = server.psql("SELECT add_compression_policy('flow_records', interval '7 days')", db="policies", check=False)
+    assert 'compression not enabled on hypertable "flow_records"' in off.stderr
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id')", db="policies")
+    assert q("SELECT compression_enabled FROM timescaledb_information.hypertables", db="policies") == "t"
+    assert q("SELECT attname || ':' || segmentby_column_index FROM timescaledb_information.compression_settings "
+             "WHERE segmentby_column_index IS NOT NULL", db="policies") == "device_id:1"
+    job = int(q("SELECT add_compression_policy('flow_records', interval '7 days')", db="policies"))
+    assert job >= 1000
+    dup = server.psql("SELECT add_compression_policy('flow_records', interval '7 days')", db="policies", check=False)
+    assert dup.returncode != 0
+    assert 'compression policy already exists for hypertable or continuous aggregate "flow_records"' in dup.stderr
+    assert q("SELECT add_compression_policy('flow_records', interval '7 days', if_not_exists => true)",
+             db="policies") == "-1"
+    q("SELECT add_retention_policy('flow_records', interval '30 days')", db="policies")
+    assert q("SELECT string_agg(proc_name || ':' || hypertable_name, ',' ORDER BY job_id) "
+             "FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL", db="policies") == \
+        "policy_compression:flow_records,policy_retention:flow_records"
+    assert q(f"SELECT config ->> 'compress_after' FROM timescaledb_information.jobs WHERE job_id = {job}",
+             db="policies") == "7 days"
+    assert q("SELECT count(*) FROM timescaledb_information.job_stats WHERE job_status = 'Scheduled'", db="policies") == "2"
+    assert q("SELECT time_bucket('5 minutes', timestamptz '2026-11-24 10:07:31+00')", db="policies") == \
+        "2026-11-24 10:05:00+00"
+
+
+def test_continuous_aggregate_is_a_materialized_view(server):
+    migrated_database(server, "cagg")
+    server.psql("""SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
+      SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, sum(bytes)::bigint AS bytes, count(*) AS flow_count
+      FROM flow_records GROUP BY 1, 2 $q$)""", db="cagg")
+    assert server.value("SELECT relkind FROM pg_class WHERE relname = 'flow_summary_5m'", db="cagg") == "m"
+    assert server.value("SELECT view_name || ':' || hypertable_name FROM timescaledb_information.continuous_aggregates",
+                        db="cagg") == "flow_summary_5m:flow_records"
+    assert server.value("SELECT sum(flow_count) FROM flow_summary_5m", db="cagg") == "500"
+    refused = server.psql("DROP TABLE flow_summary_5m", db="cagg", check=False)
+    assert '"flow_summary_5m" is not a table' in refused.stderr
+    server.psql("DROP MATERIALIZED VIEW flow_summary_5m", db="cagg")
+    assert server.value("SELECT count(*) FROM _timescaledb_catalog.continuous_agg", db="cagg") == "0"
+    assert server.value("SELECT count(*) FROM pg_class WHERE relname LIKE '_materialized_hypertable_%'", db="cagg") == "0"
+
+
+def test_pg_dump_carries_the_catalog_and_the_chunks(server):
+    migrated_database(server, "dumped")
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id'); "
+                "SELECT add_compression_policy('flow_records', interval '7 days');", db="dumped")
+    dump = subprocess.run([HOST_BIN / "pg_dump", "-h", server.sockets, "-p", str(server.port), "-U", "netmon", "dumped"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public;" in dump
+    for table in ("_timescaledb_catalog.hypertable", "_timescaledb_catalog.chunk", "_timescaledb_config.bgw_job"):
+        rows = dump.split(f"COPY {table} ", 1)[1].split("\\.", 1)[0].splitlines()[1:]
+        assert rows, f"{table} has no rows in the dump"
+    assert "CREATE TABLE _timescaledb_internal._hyper_1_1_chunk" in dump
+    assert "Telemetry Reporter" not in dump  # default jobs (id < 1000) are the extension's own
+
+
+def test_drop_table_cascade_forgets_the_hypertable(server):
+    migrated_database(server, "droptable")
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id'); "
+                "SELECT add_compression_policy('flow_records', interval '7 days');", db="droptable")
+    server.psql("DROP TABLE flow_records CASCADE", db="droptable")
+    for table in ("hypertable", "dimension", "chunk", "chunk_constraint", "dimension_slice", "compression_settings"):
+        assert server.value(f"SELECT count(*) FROM _timescaledb_catalog.{table}", db="droptable") == "0"
+    assert server.value("SELECT count(*) FROM _timescaledb_config.bgw_job WHERE id >= 1000", db="droptable") == "0"
+    assert server.value("SELECT count(*) FROM pg_tables WHERE schemaname = '_timescaledb_internal' "
+                        "AND tablename <> 'bgw_job_stat'", db="droptable") == "0"
+
+
+def test_drop_extension_cascade_leaves_empty_plain_roots(server):
+    migrated_database(server, "dropext")
+    server.psql("DROP EXTENSION timescaledb CASCADE", db="dropext")
+    q = server.value
+    assert q("SELECT count(*) FROM flow_records", db="dropext") == "0"
+    assert q("SELECT count(*) FROM pg_inherits", db="dropext") == "0"
+    assert q("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'flow_records'::regclass", db="dropext") == "0"
+    assert q("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%timescaledb%'", db="dropext") == "0"
+    assert q("SELECT count(*) FROM pg_event_trigger", db="dropext") == "0"
+    server.psql("INSERT INTO flow_records (bytes) VALUES (1)", db="dropext")
+    assert q("SELECT count(*) FROM ONLY flow_records", db="dropext") == "1"
+
+
+def test_plain_image_refuses_the_preload_and_the_extensions_ddl(server):
+    migrated_database(server, "plain")
+    server.stop()
+    try:
+        fatal = subprocess.run(["runuser", "-u", "postgres", "--", HOST_BIN / "postgres", "-D", server.data,
+                                *server.options("shared_preload_libraries=timescaledb")],
+                               capture_output=True, text=True, timeout=30)
+        assert fatal.returncode != 0 and PRELOAD_FATAL in fatal.stderr
+
+        server.start(HOST_BIN, "shared_preload_libraries=")
+        dropped = server.psql("DROP TABLE IF EXISTS flow_records CASCADE", db="plain", check=False)
+        assert f"ERROR:  58P01: {LIBRARY_MISSING}" in dropped.stderr
+        created = server.psql("CREATE TABLE devices (id integer)", db="plain", check=False)
+        assert f"ERROR:  58P01: {LIBRARY_MISSING}" in created.stderr
+        inserted = server.psql("INSERT INTO flow_records (bytes) VALUES (1)", db="plain", check=False)
+        assert f"58P01: {LIBRARY_MISSING}" in inserted.stderr
+        assert server.value("SELECT count(*) FROM flow_records", db="plain") == "500"  # reads need no library
+        assert server.value("SELECT hypertable_name FROM timescaledb_information.hypertables", db="plain") == "flow_records"
+
+        server.psql("ALTER EVENT TRIGGER timescaledb_ddl_command_end DISABLE; "
+                    "ALTER EVENT TRIGGER timescaledb_ddl_sql_drop DISABLE;", db="plain")
+        server.psql("DROP TABLE flow_records CASCADE", db="plain")
+        assert server.value("SELECT count(*) FROM pg_inherits", db="plain") == "0"
+    finally:
+        server.stop()
+        server.start()
