@@ -46,7 +46,8 @@ def wait_for(what: str, probe, timeout: float = 90) -> None:
 
 
 def db_ready() -> bool:
-    return subprocess.run(["docker", "exec", "netmon-db", "pg_isready", "-q", "-U", "netmon", "-d", "netmon"],
+    # Over TCP: during first init the entrypoint's temporary server answers on the socket only.
+    return subprocess.run(["docker", "exec", "netmon-db", "pg_isready", "-q", "-h", "127.0.0.1", "-U", "netmon", "-d", "netmon"],
                           capture_output=True).returncode == 0
 
 
