@@ -1,0 +1,71 @@
+"""fabfile/fleet.py: bounded parallelism, the failure budget, one row per site."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fabfile.fleet import FleetOptions, failed_sites, run_fleet, summary_table, verify_matrix
+from fabfile.inventory import SiteSettings
+from fabfile.procedures import HostResult
+from fabfile.verify import Check
+
+SITES = [SiteSettings(name=f"s{i}", host=f"s{i}.invalid") for i in range(1, 7)]
+
+
+def test_runs_at_most_parallel_sites_at_once_and_keeps_site_order():
+    lock = threading.Lock()
+    now = peak = 0
+
+    def work(c, site, out):
+        nonlocal now, peak
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        time.sleep(0.05)
+        out.line("working")
+        with lock:
+            now -= 1
+        return HostResult(site.name, "t", True, summary="done")
+
+    results = run_fleet(SITES, "t", work, FleetOptions(parallel=2, quiet=True))
+    assert peak == 2
+    assert [r.site for r in results] == [s.name for s in SITES]
+    assert all(r.ok for r in results)
+    assert results[0].data["output"] == ["[s1] working"]
+
+
+def test_failure_budget_stops_new_sites_but_reports_them():
+    started = []
+
+    def work(c, site, out):
+        started.append(site.name)
+        return HostResult(site.name, "t", site.name != "s1", error="boom" if site.name == "s1" else "")
+
+    results = run_fleet(SITES, "t", work, FleetOptions(parallel=1, max_failures=1, quiet=True))
+    assert started == ["s1"]
+    assert failed_sites(results) == [s.name for s in SITES]
+    assert results[1].summary == "not started" and "max-failures 1" in results[1].error
+
+
+def test_a_crash_in_one_site_is_that_sites_row():
+    def work(c, site, out):
+        if site.name == "s2":
+            raise RuntimeError("socket closed")
+        return HostResult(site.name, "t", True)
+
+    results = run_fleet(SITES[:3], "t", work, FleetOptions(parallel=3, quiet=True))
+    assert [r.ok for r in results] == [True, False, True]
+    assert "socket closed" in results[1].error
+    assert "s2" in summary_table(results) and "FAIL" in summary_table(results)
+
+
+def test_verify_matrix_marks_failures_with_the_actual_value():
+    ok = HostResult("a", "verify", True, checks=[Check("backend /api/health (runbook 4)", "200", "200", True)])
+    bad = HostResult("b", "verify", False, checks=[Check("backend /api/health (runbook 4)", "200", "502", False)])
+    down = HostResult("c", "verify", False, error="cannot connect to c: timed out")
+    headers, rows = verify_matrix([ok, bad, down])
+    assert headers == ["site", "health", "overall"]
+    assert rows[0] == ["a", "ok", "healthy"]
+    assert rows[1] == ["b", "FAIL: 502", "unhealthy (1 failed)"]
+    assert rows[2] == ["c", "-", "unreachable: cannot connect to c: timed out"]
