@@ -85,7 +85,9 @@ def strict_mode(ssh_config: dict) -> str:
 def harden(c, connect_timeout: int | None = None, known_hosts: str | None = None):
     """Make Fabric Connection ``c`` check host keys and time out. A no-op for plain Contexts."""
     client = getattr(c, "client", None)
-    if client is None or getattr(c, "_netmon_hardened", False):
+    # The flag lives on the paramiko client: attributes set on a Connection can land in its
+    # Config, which Connections share, and then a second Connection would look hardened.
+    if client is None or getattr(client, "_netmon_hardened", False):
         return c
     ssh_config = dict(getattr(c, "ssh_config", {}) or {})
     files = [os.path.expanduser(known_hosts)] if known_hosts else known_hosts_files(ssh_config)
@@ -113,7 +115,7 @@ def harden(c, connect_timeout: int | None = None, known_hosts: str | None = None
     c.connect_kwargs.setdefault("banner_timeout", c.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     c.connect_kwargs.setdefault("auth_timeout", c.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     c.inline_ssh_env = False
-    c._netmon_hardened = True
+    client._netmon_hardened = True
     return c
 
 

@@ -69,3 +69,25 @@ def test_verify_matrix_marks_failures_with_the_actual_value():
     assert rows[0] == ["a", "ok", "healthy"]
     assert rows[1] == ["b", "FAIL: 502", "unhealthy (1 failed)"]
     assert rows[2] == ["c", "-", "unreachable: cannot connect to c: timed out"]
+
+
+def test_every_connection_of_a_fleet_checks_its_own_host_keys(tmp_path):
+    """Connections share one Fabric Config; hardening one must not make the next look hardened."""
+    from fabfile.connection import (
+        RejectUnknown,  # noqa: PLC0415
+        make_connection,  # noqa: PLC0415
+    )
+    from fabfile.fleet import fabric_config  # noqa: PLC0415
+
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIHWeDA7dEZ5R+2fmq/SeoDqRIXpYFMZ3oGiUO9oQHsKl"
+    files = []
+    for i in (1, 2):
+        f = tmp_path / f"kh{i}"
+        f.write_text(f"s{i}.invalid ssh-ed25519 {key}\n")
+        files.append(f)
+    config = fabric_config(None)
+    conns = [make_connection(SiteSettings(name=f"s{i}", host=f"s{i}.invalid", known_hosts=str(files[i - 1])),
+                             config=config) for i in (1, 2)]
+    for i, c in enumerate(conns, 1):
+        assert c.client.get_host_keys().lookup(f"s{i}.invalid") is not None
+        assert isinstance(c.client._policy, RejectUnknown)
