@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from fabfile.fleet import FleetOptions, failed_sites, run_fleet, summary_table, verify_matrix
+from fabfile.connection import RejectUnknown, make_connection
+from fabfile.fleet import FleetOptions, fabric_config, failed_sites, run_fleet, summary_table, verify_matrix
 from fabfile.inventory import SiteSettings
 from fabfile.procedures import HostResult
 from fabfile.verify import Check
@@ -73,11 +74,6 @@ def test_verify_matrix_marks_failures_with_the_actual_value():
 
 def test_every_connection_of_a_fleet_checks_its_own_host_keys(tmp_path):
     """Connections share one Fabric Config; hardening one must not make the next look hardened."""
-    from fabfile.connection import (
-        RejectUnknown,  # noqa: PLC0415
-        make_connection,  # noqa: PLC0415
-    )
-    from fabfile.fleet import fabric_config  # noqa: PLC0415
 
     key = "AAAAC3NzaC1lZDI1NTE5AAAAIHWeDA7dEZ5R+2fmq/SeoDqRIXpYFMZ3oGiUO9oQHsKl"
     files = []
