@@ -100,7 +100,9 @@ class Site:
         pid = self.holder_pid()
         if pid is None:
             raise LabError(f"site {self.name} of lab {self.lab} is not running — run `invoke lab.up` again")
-        return ["nsenter", "-t", str(pid), "--net", "--mount", "--uts", "--", *argv]
+        # --root/--wd: entering a mount namespace resets the root to the namespace's own; keep the
+        # holder's (it differs when the lab runs inside a chroot).
+        return ["nsenter", "-t", str(pid), "--net", "--mount", "--uts", "--root", "--wd", "--", *argv]
 
     def run(self, cmd: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
         """Run a shell command inside the site as root (what a console login there would do)."""
