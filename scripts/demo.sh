@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# `make demo`: the main job against a lab, as a user would run it, then the lab taken down.
+# `make demo`: the fleet workflow an operator follows, against a 3-site lab, printing what they
+# would see; the lab is taken down at the end (also on failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-trap 'invoke lab.down --name demo >/dev/null 2>&1 || true' EXIT
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+LAB=demo
+INV=tests/lab/run/$LAB/hosts.yml
+trap 'invoke lab.down --name $LAB >/dev/null 2>&1 || true' EXIT
+say() { if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$*"; else printf '\n$ %s\n' "$*"; fi; }
+run() { say "$*"; "$@"; }
 
-say invoke lab.up --name demo --sites 3 --variants migrated,fresh-volume,summary-cagg
-invoke lab.up --name demo --sites 3 --variants migrated,fresh-volume,summary-cagg
-say invoke lab.status --name demo
-invoke lab.status --name demo
-say "ssh -F tests/lab/run/demo/ssh_config lab2 'cd /root/netmon && docker compose ps'"
-ssh -F tests/lab/run/demo/ssh_config lab2 'cd /root/netmon && docker compose ps'
-say invoke lab.down --name demo
-invoke lab.down --name demo
+run invoke lab.up --name $LAB --sites 3 --variants migrated,fresh-volume,summary-cagg
+run invoke lab.status --name $LAB
+say "# what is each site's state? (read-only)"
+run invoke status --inventory $INV
+say "# canary: one site first, clean mode (drops flow history, keeps the other 30 tables)"
+run invoke rollback --mode=clean --sites lab1 --parallel 1 --max-failures 1 --yes --inventory $INV
+say "# the rest in one batch, restoring each site's pre-migration backup"
+run invoke rollback --mode=restore --sites lab2,lab3 --yes --inventory $INV
+say "# one table for the whole fleet"
+run invoke verify --inventory $INV
+run invoke lab.down --name $LAB
