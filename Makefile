@@ -9,13 +9,15 @@ PYTEST_ARGS ?=
 .PHONY: setup test demo lint clean-lab
 
 setup: $(VENV)/.installed
+	@# PostgreSQL runs as its own user: / must be traversable (a chroot made with mktemp -d is 0700).
+	@[ "$$(stat -c %a /)" = 755 ] || { echo "== chmod 755 / (PostgreSQL's user must reach its programs)"; chmod 755 /; }
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "== installing Debian packages: $$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	  own_policy=0; [ -e /usr/sbin/policy-rc.d ] || { own_policy=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
-	  rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	  [ $$own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
