@@ -144,7 +144,9 @@ def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> None:
         elif r.summary == "already rolled back":
             print(f"  {r.site}: already rolled back — will only verify")
         else:
-            print(f"  {r.site}: " + " → ".join(r.data.get("steps", [])))
+            print(f"  {r.site}:")
+            for i, step in enumerate(r.data.get("steps", []), 1):
+                print(f"    {i}. {step}")
     if input("Type 'yes' to roll back these sites: ").strip().lower() not in ("y", "yes"):
         raise Exit("not confirmed — nothing was changed", code=1)
 

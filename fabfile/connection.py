@@ -9,6 +9,7 @@ nothing here (or in runner.py) passes ``env=`` to ``run``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from .inventory import SiteSettings
 
 DEFAULT_CONNECT_TIMEOUT = 15
 KEEPALIVE_SECONDS = 15
+
+# paramiko logs transport failures with tracebacks on stderr; they reach the user as one-line errors.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class UnknownHostKey(paramiko.SSHException):

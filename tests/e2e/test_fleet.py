@@ -135,6 +135,23 @@ def test_canary_stops_the_batch_after_the_first_failure(fleet):
     assert {n: fingerprint(lab, n) for n in ("lab4", "lab1")} == before
 
 
+def test_one_confirmation_lists_every_site_and_its_plan(fleet):
+    """On a terminal the batch is confirmed once, after a read-only preflight of every site."""
+    lab, inv = fleet
+    before = {n: fingerprint(lab, n) for n in ("lab1", "lab2", "lab3")}
+    cmd = f"{INVOKE} rollback --mode=restore --sites lab1,lab2,lab3 --inventory {inv}"
+    out = subprocess.run(["script", "-qec", cmd, "/dev/null"], input="no\n", cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1
+    text = out.stdout
+    assert "Rollback --mode=restore of 3 site(s)" in text
+    for n in ("lab1", "lab2"):
+        assert f"  {n}:\n    1. safety dump of netmon" in text.replace("\r", "")
+    assert "lab3: preflight FAILED — no pre-migration backup" in text
+    assert "not confirmed — nothing was changed" in text
+    assert {n: fingerprint(lab, n) for n in ("lab1", "lab2", "lab3")} == before
+
+
 def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_were(fleet):
     lab, inv = fleet
     broken = ["lab3", "lab4", "lab5", "lab6"]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -167,10 +168,14 @@ class Lab:
         check_host()
         started = time.monotonic()
         self.down(log=lambda *_: None)
-        octet = free_octet()
-        self.root.mkdir(parents=True)
-        (self.root / "lab.json").write_text(json.dumps({"sites": sites, "octet": octet, "flows": flows,
-                                                         "variants": {f"lab{i + 1}": v for i, v in enumerate(variants)}}))
+        LAB_BASE.mkdir(parents=True, exist_ok=True)
+        with (LAB_BASE / ".alloc.lock").open("w") as lock:  # labs made at the same time get different subnets
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            octet = free_octet()
+            self.root.mkdir(parents=True)
+            (self.root / "lab.json").write_text(json.dumps({
+                "sites": sites, "octet": octet, "flows": flows,
+                "variants": {f"lab{i + 1}": v for i, v in enumerate(variants)}}))
         shutil.copytree(HERE / "standin", self.root / "standin", ignore=shutil.ignore_patterns("__pycache__"))
         for script in ("build.py", "seed.py"):
             shutil.copy2(HERE / script, self.root / script)
