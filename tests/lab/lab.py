@@ -384,10 +384,11 @@ def free_octet() -> int:
         except (OSError, ValueError, KeyError):
             pass
     addrs = sh("ip", "-o", "-4", "addr", "show", check=False).stdout
-    for octet in range(1, 255):
-        if octet not in used and f" {SUBNET}.{octet}." not in addrs:
-            return octet
-    raise LabError("no free lab subnet left — take older labs down with `invoke lab.down --name NAME`")
+    free = [o for o in range(1, 255) if o not in used and f" {SUBNET}.{o}." not in addrs]
+    if not free:
+        raise LabError("no free lab subnet left — take older labs down with `invoke lab.down --name NAME`")
+    # At random: labs from another checkout (or a chroot) share the network but not our lock file.
+    return secrets.choice(free)
 
 
 def lab_processes(root: Path) -> set[int]:
