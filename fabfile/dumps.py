@@ -78,9 +78,10 @@ def make_dump_commands(site: SiteSettings, final_path: str, info: DumpInfo, db: 
     ]
 
 
-def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True) -> DumpInfo:
+def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True,
+               instead: str = "give another dump with --dump") -> DumpInfo:
     """Read-only: is ``path`` (on the server) a whole pg_dump archive fit to restore? One-line
-    :class:`InputError` otherwise."""
+    :class:`InputError` otherwise, ending with ``instead`` (what to do)."""
     info = DumpInfo(path)
     out = runner.run(Command(f"stat -c %s {q(path)}", what="dump size", changes=False, ok_codes=(0, 1)))
     if not out.ok or not out.stdout.strip().isdigit():
@@ -94,20 +95,20 @@ def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True) 
         reason = text[-1] if text else "no table of contents"
         if "valid archive" in reason or "magic" in reason or "not appear" in reason:
             raise InputError(f"{path} is not a pg_dump archive — give a file made with pg_dump -Fc")
-        raise InputError(f"{path} cannot be read as a pg_dump archive ({reason}) — give another dump")
+        raise InputError(f"{path} cannot be read as a pg_dump archive ({reason}) — {instead}")
     out = runner.run(Command(cmds.dump_readback(site, path), what="read dump back whole", changes=False,
                              timeout=site.command_timeout))
     info.readback = parse_readback(out.stdout, out.stderr)
     if not info.readback.ok:
         reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
-        raise InputError(f"{path} is truncated or damaged ({reason}) — give another dump with --dump")
+        raise InputError(f"{path} is truncated or damaged ({reason}) — {instead}")
     sidecar = runner.run(Command(f"cat {q(path + '.sha256')}", what="recorded sha256", changes=False, ok_codes=(0, 1)))
     actual = runner.run(Command(cmds.sha256_of(path), what="sha256 of dump", changes=False))
     info.sha256 = actual.stdout.split()[0] if actual.stdout.split() else ""
     if sidecar.ok and sidecar.stdout.split():
         recorded = sidecar.stdout.split()[0]
         if recorded != info.sha256:
-            raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256) — the file changed; give another dump")
+            raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256) — the file changed; {instead}")
     if for_restore:
         problems = toc_problems(info.toc)
         if problems:

@@ -63,23 +63,37 @@ def revert_compose(text: str, plain_image: str = "postgres:16-alpine") -> str:
     return "".join(out)
 
 
+_DOLLAR = re.compile(r"\$[A-Za-z_0-9]*\$")
+
+
 def revert_init_sql(text: str) -> str:
-    """scripts/init.sql without its TimescaleDB statements (whole statements, across lines)."""
+    """scripts/init.sql without its TimescaleDB statements. A statement runs to a ``;`` outside
+    dollar quotes (a DO $$ ... $$ block is one statement), and the comment lines right above it go
+    with it."""
     out: list[str] = []
-    stmt: list[str] = []
+    unit: list[str] = []  # comment lines, then one statement
+    quote: str | None = None
+
+    def flush() -> None:
+        code = "".join(ln for ln in unit if not ln.strip().startswith("--"))
+        if not _TSDB_SQL.search(code if code.strip() else "".join(unit)):
+            out.extend(unit)
+        unit.clear()
+
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
-        if not stmt and (not stripped or stripped.startswith("--")):
-            if not (stripped.startswith("--") and "timescale" in stripped.lower() and "remove" not in stripped.lower()):
-                out.append(line)
+        if quote is None and not stripped:
+            flush()
+            out.append(line)
             continue
-        stmt.append(line)
-        if stripped.endswith(";"):
-            if not _TSDB_SQL.search("".join(stmt)):
-                out.extend(stmt)
-            stmt = []
-    if stmt and not _TSDB_SQL.search("".join(stmt)):
-        out.extend(stmt)
+        unit.append(line)
+        if stripped.startswith("--") and quote is None:
+            continue
+        for tag in _DOLLAR.findall(line.split("--", 1)[0] if quote is None else line):
+            quote = tag if quote is None else (None if tag == quote else quote)
+        if quote is None and stripped.endswith(";"):
+            flush()
+    flush()
     return "".join(out)
 
 

@@ -15,7 +15,7 @@ from .commands import Command, q
 from .dumps import DumpInfo
 from .errors import CommandFailed, InputError, PreflightError
 from .inventory import SiteSettings
-from .probes import APP_FILES, SAFETY_PREFIX, SiteState, dump_backups, is_timescale_image, probe_site
+from .probes import APP_FILES, SAFETY_PREFIX, SiteState, dump_backups, is_timescale_image, probe_site, require_site
 
 MODES = ("clean", "restore")
 
@@ -89,20 +89,11 @@ def running_plain(site: SiteSettings, state: SiteState) -> bool:
     return not is_timescale_image(image)
 
 
-def basic_checks(site: SiteSettings, state: SiteState, where: str) -> None:
-    if not state.docker:
-        raise PreflightError(f"docker not found on {where} — install Docker there or fix the SSH user's PATH")
-    if not state.app_dir:
-        raise PreflightError(f"app_dir {site.app_dir} not found on {where} — set app_dir for this site in hosts.yml")
-    if not state.compose_file:
-        raise PreflightError(f"{site.app_dir}/docker-compose.yml not found on {where} — is app_dir right?")
-
-
 def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
     """Read-only: probe, choose and check the dump, find the pre-migration revision, check disk."""
     opts.validate()
     state = probe_site(runner, site)
-    basic_checks(site, state, runner.site)
+    require_site(site, state, runner.site)
     pf = Preflight(state)
     if state.rolled_back:
         return pf
@@ -135,9 +126,15 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
                 state.file_texts[rel] = out.stdout
         state.file_texts["docker-compose.yml"] = state.compose_text
         pf.findings.append("no pre-migration commit found: files will be reverted by hand (manual revert)")
+        if state.mentions and not opts.dry_run:
+            raise PreflightError(f"{', '.join(state.mentions)} in {site.app_dir} on {runner.site} still use TimescaleDB and no "
+                                 "git commit holds the pre-migration version — revert them by hand (runbook step 2, "
+                                 "option B) or give --commit, then rerun")
     # the dump
-    if opts.mode == "restore" and not restore_already_swapped(site, state):
+    # the dump (checked in the container: once the database runs, if it does not yet)
+    if opts.mode == "restore" and state.db_answers and not restore_already_swapped(site, state):
         path = opts.dump
+        instead = "give another dump with --dump"
         if path and not path.startswith("/"):
             path = f"{site.backup_dir}/{path}"
         if not path:
@@ -147,9 +144,11 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
                                  "use --mode=clean, or copy one there with push-dump")
             path = found[0].path
             pf.findings.append(f"dump: {path} (newest netmon_pre_tsdb_*.dump)")
+            if len(found) > 1:
+                instead = f"the next older backup is {found[1].path}: rerun with --dump={found[1].path}"
         else:
             pf.findings.append(f"dump: {path} (--dump)")
-        pf.dump = dumps.check_dump(runner, site, path)
+        pf.dump = dumps.check_dump(runner, site, path, instead=instead)
         pf.findings.append(f"dump checked: read back whole, {len(pf.dump.counts)} tables with data, "
                            f"{pf.dump.counts.get('public.flow_records', 0)} flow_records rows, no TimescaleDB objects")
     # disk

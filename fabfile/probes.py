@@ -15,6 +15,7 @@ import yaml
 
 from . import commands as cmds
 from .commands import Command, q
+from .errors import PreflightError
 from .inventory import SiteSettings
 
 #: the runbook's five files a TimescaleDB migration modifies
@@ -342,7 +343,7 @@ def host_probe(site: SiteSettings) -> Command:
     app, bak = q(site.app_dir), q(site.backup_dir)
     files = " ".join(q(f) for f in APP_FILES)
     script = f"""
-command -v docker >/dev/null 2>&1 && echo docker=yes || echo docker=no
+docker compose version >/dev/null 2>&1 && echo docker=yes || echo docker=no
 [ -d {app} ] && echo app=yes || echo app=no
 [ -f {app}/docker-compose.yml ] && echo compose_file=yes
 echo now=$(date +%s)
@@ -352,7 +353,7 @@ for f in {bak}/{DUMP_PREFIX}*.dump {bak}/{SAFETY_PREFIX}*.dump; do
 done
 for f in {files}; do [ -f {app}/"$f" ] && echo "file=$f"; done
 for f in backend/app/main.py backend/app/services/flow_rollup.py; do
-  [ -f {app}/"$f" ] && grep -qi timescale {app}/"$f" && echo "mentions=$f"
+  [ -f {app}/"$f" ] && grep -qiE 'timescale|time_bucket|hypertable' {app}/"$f" && echo "mentions=$f"
 done
 [ -x {app}/scripts/qa_check.sh ] && echo qa=yes
 [ -d {app}/.git ] && command -v git >/dev/null 2>&1 && echo git=yes
@@ -529,6 +530,16 @@ def dump_backups(state: SiteState) -> list[Backup]:
     """Pre-migration dumps, newest first by name (the timestamp is in the name)."""
     found = [b for b in state.backups if b.name.startswith(DUMP_PREFIX)]
     return sorted(found, key=lambda b: b.name, reverse=True)
+
+
+def require_site(site: SiteSettings, state: SiteState, where: str) -> None:
+    """The site is one this tool can work on: docker with compose, app_dir, its compose file."""
+    if not state.docker:
+        raise PreflightError(f"docker (with compose) not found on {where} — install Docker there or fix the SSH user's PATH")
+    if not state.app_dir:
+        raise PreflightError(f"app_dir {site.app_dir} not found on {where} — set app_dir for this site in hosts.yml")
+    if not state.compose_file:
+        raise PreflightError(f"{site.app_dir}/docker-compose.yml not found on {where} — is app_dir right?")
 
 
 # --- the probe run --------------------------------------------------------------------------

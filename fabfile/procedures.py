@@ -22,7 +22,7 @@ from .dumps import DumpInfo
 from .errors import InputError, Refused, RollbackError, VerifyFailed
 from .inventory import SiteSettings, admin_password
 from .plan import Plan, RollbackOptions, apply_plan, build_plan, preflight
-from .probes import SAFETY_PREFIX, dump_backups, probe_site
+from .probes import SAFETY_PREFIX, dump_backups, probe_site, require_site
 from .report import Printer, checks_table, human_age, human_size, table
 from .runner import AuditLog, Runner
 from .status import status_report
@@ -93,11 +93,11 @@ def status_site(c, site: SiteSettings, printer: Printer | None = None, as_json: 
     def body() -> HostResult:
         runner = session(c, site, "status", printer)
         state = probe_site(runner, site, deep=True)
+        require_site(site, state, runner.site)
         text, verdict, reasons, data = status_report(runner, site, state)
         if not as_json:
             runner.printer.block(text)
-        ok = verdict != "unreachable"
-        return HostResult(runner.site, "status", ok, summary=verdict, data=data,
+        return HostResult(runner.site, "status", True, summary=verdict, data=data,
                           next_step="; ".join(reasons), audit_log=str(runner.audit.path))
     return _guard("status", site, printer, body)
 
@@ -132,8 +132,7 @@ def backup_site(c, site: SiteSettings, printer: Printer | None = None, download:
     def body() -> HostResult:
         runner = session(c, site, "backup", printer)
         state = probe_site(runner, site)
-        if not state.docker:
-            raise InputError(f"docker not found on {runner.site} — install Docker there or fix the SSH user's PATH")
+        require_site(site, state, runner.site)
         if not state.db_answers:
             raise InputError(f"the database on {runner.site} does not answer ({state.db_error}) — start it, then rerun backup")
         final = f"{site.backup_dir}/netmon_pre_tsdb_{dumps.utc_stamp()}.dump"
@@ -239,10 +238,7 @@ def reset_site(c, site: SiteSettings, printer: Printer | None = None) -> HostRes
     def body() -> HostResult:
         runner = session(c, site, "reset", printer)
         state = probe_site(runner, site)
-        if not state.docker:
-            raise InputError(f"docker not found on {runner.site} — install Docker there or fix the SSH user's PATH")
-        if not state.app_dir:
-            raise InputError(f"app_dir {site.app_dir} not found on {runner.site} — set app_dir in hosts.yml")
+        require_site(site, state, runner.site)
         steps: list[tuple[str, list[Command]]] = []
         safety = None
         if state.db_answers:

@@ -56,14 +56,12 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
         out = runner.run(Command(f"cd {q(site.app_dir)} && timeout 120 ./scripts/qa_check.sh", what="qa_check.sh",
                                  changes=False, ok_codes=tuple(range(256))))
         if not out.ok:
-            last = (out.stdout + out.stderr).strip().splitlines()
-            qa_failed = f"exit {out.exited}" + (f": {last[-1][:80]}" if last else "")
+            lines = (out.stdout + out.stderr).strip().splitlines()
+            critical = [ln for ln in lines if re.search(r"critical|fail|error", ln, re.I)] or lines
+            qa_failed = f"exit {out.exited}" + (f": {critical[0][:80]}" if critical else "")
     found = signals(site, state, qa_failed)
     verdict = verdict_of(state, found)
     parts = [f"== {runner.site}"]
-    if not state.docker or not state.app_dir:
-        parts.append("docker missing" if not state.docker else f"app_dir {site.app_dir} missing")
-        return "\n".join(parts), "unknown", ["fix the site first"], {"docker": state.docker, "app_dir": state.app_dir}
     crow = [[n, state.container(n).status, state.container(n).health or "-", state.container(n).image or "-"]
             for n in site.containers.values()]
     parts.append(table(crow, ["container", "state", "health", "image"]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import commands as cmds
 from .commands import Command, q
 from .inventory import SiteSettings
-from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image, probe_site, rows
+from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image, probe_site, require_site, rows
 from .stack import health_url
 
 #: check name (without its "(runbook N)" tag) → short column name in fleet tables
@@ -149,6 +149,7 @@ def verify_state(runner, site: SiteSettings, state: SiteState, password: str | N
 
 def verify_checks(runner, site: SiteSettings, password: str | None, ingest_wait: float | None = None) -> list[Check]:
     state = probe_site(runner, site)
+    require_site(site, state, runner.site)
     return verify_state(runner, site, state, password, ingest_wait)
 
 

@@ -65,6 +65,16 @@ def test_revert_init_sql_drops_whole_statements():
                                            "SELECT 'NetMon DB initialized' AS status;\n")
 
 
+def test_revert_init_sql_drops_a_do_block_with_its_comments():
+    text = ("CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\";\n\n-- TimescaleDB: flow_records as a hypertable.\n"
+            "-- the backend converts it otherwise.\nDO $$\nBEGIN\n  IF true THEN\n"
+            "    PERFORM create_hypertable('flow_records', 'timestamp');\n  END IF;\nEND $$;\n\n"
+            "DO $body$ BEGIN PERFORM 1; END $body$;\nSELECT 'NetMon DB initialized' AS status;\n")
+    assert files.revert_init_sql(text) == ("CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\";\n\n\n"
+                                           "DO $body$ BEGIN PERFORM 1; END $body$;\n"
+                                           "SELECT 'NetMon DB initialized' AS status;\n")
+
+
 def test_revert_requirements():
     text = "fastapi==0.110.0\nasyncpg==0.29.0\npsycopg2-binary==2.9.9\n"
     assert files.revert_requirements(text) == "fastapi==0.110.0\nasyncpg==0.29.0\n"

@@ -111,7 +111,7 @@ def test_compose_db_service():
 
 def _migrated_answers():
     return [
-        (r"^sh -c .*command -v docker", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\nbackup_free_kb=900000\n"
+        (r"^sh -c .*docker compose version", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\nbackup_free_kb=900000\n"
          "backup=2048|999000|sha|/root/netmon_pre_tsdb_20250101_000000.dump\nfile=docker-compose.yml\ngit=yes\n", 0),
         (r"^cat /root/netmon/docker-compose.yml",
          COMPOSE_TSDB, 0),
