@@ -1,164 +1,151 @@
-"""End-to-end: the real `fab` command line over SSH against lab sites; every assertion reads the
-server back (psql through the site's docker, HTTP, files), not what the tool printed."""
+"""End-to-end: `fab rollback` in both modes on every lab variant, as a user runs it, and the
+server read back afterwards. One lab, one site per scenario; the single-command rollbacks run
+side by side (as an operator with several terminals would) to keep the suite short."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-FAB = ROOT / ".venv/bin/fab"
+from tests.e2e.helpers import ROOT, assert_rolled_back, dump_flows, fab, snapshot, sql, ssh
 
 pytestmark = pytest.mark.lab
 
-VARIANTS = ["migrated", "migrated", "corrupt-backup", "rolled-back", "fresh-volume", "summary-cagg"]
+#: site → (variant, mode) of the rollbacks that are one command each
+SIMPLE = {
+    "lab1": ("migrated", "clean"),
+    "lab2": ("migrated", "restore"),
+    "lab3": ("fresh-volume", "clean"),
+    "lab4": ("fresh-volume", "restore"),
+    "lab5": ("preload-alter-system", "clean"),
+    "lab6": ("preload-alter-system", "restore"),
+    "lab7": ("summary-cagg", "clean"),
+    "lab8": ("summary-cagg", "restore"),
+    "lab9": ("uncommitted", "clean"),
+    "lab10": ("uncommitted", "restore"),
+    "lab11": ("two-backups", "restore"),
+    "lab12": ("backend-crashloop", "clean"),
+    "lab13": ("backend-crashloop", "restore"),
+}
+#: sites of the multi-step scenarios below
+SCENARIOS = {"lab14": "no-git", "lab15": "corrupt-backup", "lab16": "no-backup", "lab17": "rolled-back",
+             "lab18": "migrated"}
+VARIANTS = [v for v, _ in SIMPLE.values()] + list(SCENARIOS.values())
 
 
 @pytest.fixture(scope="module")
 def lab(lab_factory):
-    return lab_factory(sites=len(VARIANTS), variants=VARIANTS)
+    return lab_factory(sites=len(VARIANTS), variants=VARIANTS, flows=1000)
 
 
-def fab(lab, site: str, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "NETMON_INVENTORY": str(lab.inventory), "NETMON_AUDIT_DIR": str(ROOT / "logs")}
-    full_env.update(env or {})
-    return subprocess.run([str(FAB), "-S", str(lab.ssh_config), "-H", site, *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+@pytest.fixture(scope="module")
+def simple_runs(lab):
+    """Each SIMPLE site's newest pre-migration dump (before) and its rollback, three at a time."""
+    newest = {site: ssh(lab, site, "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1") for site in SIMPLE}
+    with ThreadPoolExecutor(3) as pool:
+        futures = {site: pool.submit(fab, lab, site, "rollback", f"--mode={mode}", "--yes")
+                   for site, (_, mode) in SIMPLE.items()}
+        return {site: (newest[site], fut.result()) for site, fut in futures.items()}
 
 
-def ssh(lab, site: str, command: str) -> str:
-    out = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, command], capture_output=True, text=True, timeout=120)
-    return out.stdout.strip()
-
-
-def sql(lab, site: str, query: str, db: str = "netmon") -> str:
-    return ssh(lab, site, f"docker exec netmon-db psql -U netmon -d {db} -X -tAc \"{query}\"")
-
-
-def snapshot(lab, site: str) -> dict:
-    """What the server holds: databases, extensions, flow rows, files, containers, dumps."""
-    return {
-        "dbs": sql(lab, site, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database", db="postgres"),
-        "ext": sql(lab, site, "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension"),
-        "tables": sql(lab, site, "SELECT count(*) FROM information_schema.tables WHERE table_schema='public'"),
-        "files": ssh(lab, site, "cd /root/netmon && sha256sum docker-compose.yml scripts/init.sql backend/requirements.txt "
-                                "backend/app/main.py backend/app/services/flow_rollup.py; git status --porcelain"),
-        "containers": ssh(lab, site, "for c in netmon-db netmon-redis netmon-backend netmon-frontend netmon-nginx; do "
-                                     "docker inspect --format '{{.State.Status}}' $c; done"),
-        "root": ssh(lab, site, "ls -1 /root"),
-    }
-
-
-def assert_rolled_back(lab, site: str, expected_tables: int = 32) -> None:
-    for db in ("netmon", "template1", "postgres"):
-        assert sql(lab, site, "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=db) == "0", db
-    rel = sql(lab, site, "SELECT relkind || ':' || (SELECT count(*) FROM pg_inherits WHERE inhparent=c.oid) "
-                         "FROM pg_class c WHERE relname='flow_records' AND relnamespace='public'::regnamespace")
-    assert rel == "r:0"
-    assert "timescaledb" not in sql(lab, site, "SHOW shared_preload_libraries")
-    assert sql(lab, site, "SELECT count(*) FROM information_schema.tables WHERE table_schema='public' "
-                          "AND table_type='BASE TABLE'") == str(expected_tables)
-    assert "timescale" not in ssh(lab, site, "cat /root/netmon/docker-compose.yml").lower()
-    assert ssh(lab, site, "curl -s -o /dev/null -w '%{http_code}' http://localhost:8000/api/health") == "200"
-    assert not [d for d in sql(lab, site, "SELECT datname FROM pg_database", db="postgres").split()
-                if d.startswith(("netmon_old_", "netmon_restore_"))]
-
-
-def test_dry_run_changes_nothing_and_prints_the_plan(lab):
-    before = snapshot(lab, "lab1")
-    out = fab(lab, "lab1", "rollback", "--mode=restore", "--dry-run")
-    assert out.returncode == 0, out.stderr
-    assert "pg_restore" in out.stdout and "TEMPLATE template0" in out.stdout
-    assert snapshot(lab, "lab1") == before
-
-
-@pytest.mark.parametrize(("args", "needle"), [
-    (["rollback", "--mode=fast", "--yes"], "unknown mode"),
-    (["rollback", "--mode=restore", "--dump=/root/nope.dump", "--yes"], "not found"),
-    (["rollback", "--mode=restore", "--dump=/root/netmon/docker-compose.yml", "--yes"], "not a pg_dump archive"),
-    (["rollback", "--mode=clean", "--commit=deadbeef", "--yes"], "not found"),
-    (["rollback", "--mode=clean"], "no terminal"),
-])
-def test_bad_input_is_one_line_and_changes_nothing(lab, args, needle):
-    before = snapshot(lab, "lab1")
-    out = fab(lab, "lab1", *args)
-    assert out.returncode != 0
-    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert snapshot(lab, "lab1") == before
-
-
-def test_dump_holding_timescaledb_is_refused(lab):
-    ssh(lab, "lab1", "docker exec netmon-db pg_dump -U netmon -Fc netmon > '/root/with tsdb $(x).dump'")
-    before = snapshot(lab, "lab1")
-    out = fab(lab, "lab1", "rollback", "--mode=restore", "--dump=/root/with tsdb $(x).dump", "--yes")
-    assert out.returncode != 0 and "TimescaleDB objects" in out.stderr
-    assert snapshot(lab, "lab1") == before
-    ssh(lab, "lab1", "rm -f '/root/with tsdb $(x).dump'")
-
-
-def test_truncated_newest_backup_is_refused(lab):
-    before = snapshot(lab, "lab3")
-    out = fab(lab, "lab3", "rollback", "--mode=restore", "--yes")
-    assert out.returncode != 0 and "truncated or damaged" in out.stderr
-    assert snapshot(lab, "lab3") == before
-
-
-def test_unknown_host_key_is_refused_before_any_command(lab, tmp_path):
-    cfg = tmp_path / "ssh_config"
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
-    cfg.write_text(lab.ssh_config.read_text().replace(str(lab.known_hosts), str(empty)))
-    env = {**os.environ, "NETMON_AUDIT_DIR": str(tmp_path)}
-    out = subprocess.run([str(FAB), "-S", str(cfg), "-H", "lab1", "status"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0 and "host key" in out.stderr
-    assert not list(tmp_path.glob("audit_*.jsonl")) or all(p.stat().st_size == 0 for p in tmp_path.glob("audit_*"))
-
-
-def test_clean_rollback(lab):
-    out = fab(lab, "lab1", "rollback", "--mode=clean", "--yes")
+@pytest.mark.parametrize("site", list(SIMPLE), ids=[f"{v}-{m}" for v, m in SIMPLE.values()])
+def test_rollback_variant(lab, simple_runs, site):
+    dump, out = simple_runs[site]
+    variant, mode = SIMPLE[site]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert_rolled_back(lab, "lab1")
-    assert ssh(lab, "lab1", "ls /root/netmon_pre_rollback_*.dump.sha256 | wc -l") == "1"
-    # a second run: already rolled back, nothing changes
-    before = snapshot(lab, "lab1")
-    again = fab(lab, "lab1", "rollback", "--mode=clean", "--yes")
-    assert again.returncode == 0 and "already rolled back" in again.stdout
-    assert snapshot(lab, "lab1")["files"] == before["files"] and snapshot(lab, "lab1")["dbs"] == before["dbs"]
+    assert_rolled_back(lab, site)
+    # a safety dump, sealed with its sha256, before anything changed
+    assert ssh(lab, site, "cd /root && sha256sum -c netmon_pre_rollback_*.dump.sha256 >/dev/null && echo ok") == "ok"
+    # every step printed with its start, end and duration
+    assert "[1/" in out.stdout and "done: safety dump" in out.stdout and "s)" in out.stdout
+    if mode == "restore":
+        rows, max_id = dump_flows(lab, site, dump)
+        assert f"dump: {dump} (newest" in out.stdout
+        assert sql(lab, site, f"SELECT count(*) FROM flow_records WHERE id <= {max_id}") == str(rows)  # noqa: S608
+        assert sql(lab, site, "SELECT count(*) FROM users") != "0"
+    else:
+        assert "Flow data gap" in out.stdout
+    if variant == "summary-cagg":
+        assert sql(lab, site, "SELECT count(*) FROM pg_matviews WHERE matviewname='flow_summary_5m'") == "0"
+    if variant == "uncommitted":
+        assert ssh(lab, site, "cd /root/netmon && git status --porcelain") == ""
+        assert ssh(lab, site, "ls /root/netmon_uncommitted_*.patch | wc -l") == "1"
 
 
-def test_restore_rollback_restores_the_dump(lab):
-    users_before = sql(lab, "lab2", "SELECT count(*) FROM users")
-    out = fab(lab, "lab2", "rollback", "--mode=restore", "--yes")
+def test_two_backups_restores_the_newest(lab, simple_runs):
+    dump, out = simple_runs["lab11"]
+    older = ssh(lab, "lab11", "ls /root/netmon_pre_tsdb_*.dump | sort | head -1")
+    assert older != dump and f"dump: {dump} (newest" in out.stdout
+    rows_new, _ = dump_flows(lab, "lab11", dump)
+    rows_old, _ = dump_flows(lab, "lab11", older)
+    assert rows_new > rows_old
+    assert int(sql(lab, "lab11", "SELECT count(*) FROM flow_records")) >= rows_new
+
+
+def test_no_git_needs_a_person_first_then_clean_works(lab):
+    before = snapshot(lab, "lab14")
+    out = fab(lab, "lab14", "rollback", "--mode=clean", "--yes")
+    assert out.returncode != 0 and "backend/app/main.py" in out.stderr and "by hand" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert snapshot(lab, "lab14") == before
+    # the person: the two application files back to their pre-migration text
+    for rel in ("backend/app/main.py", "backend/app/services/flow_rollup.py"):
+        ssh(lab, "lab14", f"cat > /root/netmon/{rel}", stdin=(ROOT / "tests/lab/standin/app/pre" / rel).read_text())
+    out = fab(lab, "lab14", "rollback", "--mode=clean", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert_rolled_back(lab, "lab2")
-    assert sql(lab, "lab2", "SELECT count(*) FROM users") == users_before
-    assert int(sql(lab, "lab2", "SELECT count(*) FROM flow_records")) > 0
-    verify = fab(lab, "lab2", "verify", "--json")
-    assert verify.returncode == 0, verify.stdout
+    assert_rolled_back(lab, "lab14")
+    init_sql = ssh(lab, "lab14", "cat /root/netmon/scripts/init.sql")
+    assert "timescale" not in init_sql.lower() and "END $$" not in init_sql and "NetMon DB initialized" in init_sql
+    assert "psycopg2" not in ssh(lab, "lab14", "cat /root/netmon/backend/requirements.txt")
 
 
-def test_already_rolled_back_site(lab):
-    before = snapshot(lab, "lab4")
-    out = fab(lab, "lab4", "rollback", "--mode=clean", "--yes")
-    assert out.returncode == 0 and "already rolled back" in out.stdout
-    after = snapshot(lab, "lab4")
-    assert after["dbs"] == before["dbs"] and after["files"] == before["files"]
-
-
-def test_fresh_volume_clean(lab):
-    out = fab(lab, "lab5", "rollback", "--mode=clean", "--yes")
+def test_corrupt_newest_backup_points_at_the_older_one(lab):
+    newest = ssh(lab, "lab15", "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
+    older = ssh(lab, "lab15", "ls /root/netmon_pre_tsdb_*.dump | sort | head -1")
+    before = snapshot(lab, "lab15")
+    out = fab(lab, "lab15", "rollback", "--mode=restore", "--yes")
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    assert newest in out.stderr and "truncated or damaged" in out.stderr and f"--dump={older}" in out.stderr
+    assert snapshot(lab, "lab15") == before
+    out = fab(lab, "lab15", "rollback", "--mode=restore", f"--dump={older}", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert_rolled_back(lab, "lab5")
-    assert "timescaledb" not in ssh(lab, "lab5", "docker exec netmon-db sh -c 'grep -h shared_preload "
-                                                 "/var/lib/postgresql/data/postgresql*.conf | grep -v \"^#\"'")
+    assert_rolled_back(lab, "lab15")
+    rows, max_id = dump_flows(lab, "lab15", older)
+    assert sql(lab, "lab15", f"SELECT count(*) FROM flow_records WHERE id <= {max_id}") == str(rows)  # noqa: S608
 
 
-def test_summary_cagg_restore(lab):
-    out = fab(lab, "lab6", "rollback", "--mode=restore", "--yes")
+def test_no_backup_refuses_restore_then_clean_works(lab):
+    before = snapshot(lab, "lab16")
+    out = fab(lab, "lab16", "rollback", "--mode=restore", "--yes")
+    assert out.returncode != 0 and "no pre-migration backup" in out.stderr and "--mode=clean" in out.stderr
+    assert snapshot(lab, "lab16") == before
+    out = fab(lab, "lab16", "rollback", "--mode=clean", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert_rolled_back(lab, "lab6")
-    assert sql(lab, "lab6", "SELECT relkind FROM pg_class WHERE relname='flow_summary_5m'") == "r"
+    assert_rolled_back(lab, "lab16")
+
+
+@pytest.mark.parametrize("mode", ["clean", "restore"])
+def test_already_rolled_back_changes_nothing(lab, mode):
+    before = snapshot(lab, "lab17")
+    out = fab(lab, "lab17", "rollback", f"--mode={mode}", "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert "already rolled back" in out.stdout
+    assert snapshot(lab, "lab17") == before
+
+
+def test_rerun_after_a_failed_step_finishes(lab):
+    """The file revert fails (git's index is locked) after the database work and compose down; the
+    database container is then stopped too. A rerun finishes the job."""
+    ssh(lab, "lab18", "touch /root/netmon/.git/index.lock")
+    out = fab(lab, "lab18", "rollback", "--mode=restore", "--yes")
+    assert out.returncode != 0 and "revert-files" in out.stderr, out.stdout[-2000:] + out.stderr
+    assert "FAILED: revert the migration's files" in out.stdout
+    assert ssh(lab, "lab18", "docker inspect --format '{{.State.Status}}' netmon-db", check=False) != "running"
+    ssh(lab, "lab18", "rm /root/netmon/.git/index.lock")
+    out = fab(lab, "lab18", "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert_rolled_back(lab, "lab18")
+    dump = ssh(lab, "lab18", "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
+    rows, max_id = dump_flows(lab, "lab18", dump)
+    assert sql(lab, "lab18", f"SELECT count(*) FROM flow_records WHERE id <= {max_id}") == str(rows)  # noqa: S608

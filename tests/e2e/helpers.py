@@ -1,0 +1,122 @@
+"""Shared by the end-to-end tests: run `fab` as a user would, and read the server back over SSH
+(psql through the site's docker, HTTP, files) — never trust what the tool printed alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = ROOT / ".venv/bin/fab"
+AUDIT_DIR = ROOT / "logs"
+PSQL = "docker exec -i netmon-db psql -U netmon -X -tA -v ON_ERROR_STOP=1"
+
+
+def fab(lab, site: str, *args: str, env: dict | None = None, timeout: float = 600,
+        ssh_config: Path | None = None) -> subprocess.CompletedProcess:
+    """`fab -S ssh_config -H site ARGS` from the checkout, no terminal, the lab's inventory."""
+    full_env = {**os.environ, "NETMON_INVENTORY": str(lab.inventory), "NETMON_AUDIT_DIR": str(AUDIT_DIR)}
+    full_env.pop("NETMON_ADMIN_PASSWORD", None)
+    full_env.update(env or {})
+    return subprocess.run([str(FAB), "-S", str(ssh_config or lab.ssh_config), "-H", site, *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def ssh(lab, site: str, command: str, stdin: str | None = None, check: bool = True) -> str:
+    out = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, command], input=stdin, capture_output=True,
+                         text=True, timeout=120)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{site}: {command!r} failed ({out.returncode}): {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def sql(lab, site: str, query: str, db: str = "netmon") -> str:
+    """One query's result (psql -tA) on the site; a SQL error fails the test."""
+    return ssh(lab, site, f"{PSQL} -d {db}", stdin=query + "\n")
+
+
+def http_code(lab, site: str, path: str) -> str:
+    return ssh(lab, site, f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' http://localhost:8000{path}", check=False)
+
+
+def login_and_stats(lab, site: str) -> tuple[str, str]:
+    """(login status, /api/flows/stats status) with the lab's admin account; the password goes on stdin."""
+    body = json.dumps({"username": "admin", "password": lab.admin_password_file.read_text().strip()})
+    out = ssh(lab, site, "curl -s -m 10 -X POST -H 'Content-Type: application/json' --data-binary @- "
+                         "-w '\\n%{http_code}' http://localhost:8000/api/auth/login", stdin=body, check=False)
+    text, _, login = out.rpartition("\n")
+    if login != "200":
+        return login, "-"
+    header = f"Authorization: Bearer {json.loads(text)['access_token']}\n"
+    stats = ssh(lab, site, "curl -s -m 10 -H @- -o /dev/null -w '%{http_code}' "
+                           "'http://localhost:8000/api/flows/stats?hours=1'", stdin=header, check=False)
+    return login, stats
+
+
+def dumps_on(lab, site: str) -> str:
+    """Every dump in /root with its sha256 (the server's own view)."""
+    return ssh(lab, site, "cd /root && sha256sum netmon_*.dump 2>/dev/null; ls -1a /root | grep -c partial || true")
+
+
+def snapshot(lab, site: str) -> dict:
+    """What a failed or refused command must leave exactly as it was."""
+    return {
+        "dbs": sql(lab, site, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database", db="postgres"),
+        "ext": {db: sql(lab, site, "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=db)
+                for db in ("netmon", "template1", "postgres")},
+        "children": sql(lab, site, "SELECT count(*) FROM pg_inherits WHERE inhparent='flow_records'::regclass"),
+        "preload": sql(lab, site, "SHOW shared_preload_libraries"),
+        "files": ssh(lab, site, "cd /root/netmon && sha256sum docker-compose.yml scripts/init.sql backend/requirements.txt "
+                                "backend/app/main.py backend/app/services/flow_rollup.py && "
+                                "(git rev-parse HEAD 2>/dev/null; git status --porcelain 2>/dev/null; true)"),
+        "containers": ssh(lab, site, "docker inspect --format '{{.Name}} {{.Config.Image}} {{.State.StartedAt}}' "
+                                     "netmon-db netmon-redis netmon-backend netmon-frontend netmon-nginx", check=False),
+        "dumps": dumps_on(lab, site),
+    }
+
+
+def dump_flows(lab, site: str, path: str) -> tuple[int, int]:
+    """(rows, max id) of flow_records in a dump on the server, read from its data block."""
+    awk = r"""/^COPY public.flow_records /{c=1; next} c && /^\\\.$/{c=0} c{n++; if ($1+0 > m) m = $1+0} END{print n+0, m+0}"""
+    out = ssh(lab, site, f"docker exec -i netmon-db pg_restore -f - < {path} | awk '{awk}'")
+    rows, max_id = out.split()
+    return int(rows), int(max_id)
+
+
+def wait_for_new_flows(lab, site: str, timeout: float = 30) -> bool:
+    first = int(sql(lab, site, "SELECT count(*) FROM flow_records"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if int(sql(lab, site, "SELECT count(*) FROM flow_records")) > first:
+            return True
+        time.sleep(1)
+    return False
+
+
+def assert_rolled_back(lab, site: str) -> None:
+    """The runbook's end state, read from the server: plain PostgreSQL everywhere, the app up."""
+    for db in ("netmon", "template1", "postgres"):
+        assert sql(lab, site, "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=db) == "0", db
+    for table in ("flow_records", "flow_summary_5m"):
+        assert sql(lab, site, f"SELECT relkind FROM pg_class WHERE oid='{table}'::regclass") == "r", table  # noqa: S608
+        assert sql(lab, site, f"SELECT count(*) FROM pg_inherits WHERE inhparent='{table}'::regclass") == "0", table  # noqa: S608
+    assert "timescaledb" not in sql(lab, site, "SHOW shared_preload_libraries")
+    assert sql(lab, site, "SELECT count(*) FROM information_schema.tables WHERE table_schema='public' "
+                          "AND table_type='BASE TABLE'") == "32"
+    assert not [d for d in sql(lab, site, "SELECT datname FROM pg_database", db="postgres").split()
+                if d.startswith(("netmon_old_", "netmon_restore_"))]
+    compose = ssh(lab, site, "cd /root/netmon && docker compose config --images")
+    assert "postgres:16-alpine" in compose.split() and "timescale" not in compose
+    assert ssh(lab, site, "docker inspect --format '{{.Config.Image}} {{.State.Status}}' netmon-db") == \
+        "postgres:16-alpine running"
+    assert http_code(lab, site, "/api/health") == "200"
+    assert login_and_stats(lab, site) == ("200", "200")
+    assert wait_for_new_flows(lab, site), "no new flows after the rollback"
+
+
+def audit_text(since: float) -> str:
+    """Every audit log line written since ``since`` (epoch seconds)."""
+    return "".join(p.read_text() for p in AUDIT_DIR.glob("audit_*.jsonl") if p.stat().st_mtime >= since)

@@ -1,0 +1,118 @@
+"""End-to-end: bad input, a broken site and unknown host keys are refused with one line and a
+non-zero exit, and the server is read back to prove nothing changed; secrets stay secret."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.helpers import AUDIT_DIR, audit_text, fab, snapshot, ssh
+
+pytestmark = pytest.mark.lab
+
+TSDB_DUMP = "/root/with tsdb $(touch pwned).dump"
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    lab = lab_factory(sites=2, variants=["migrated", "migrated"], flows=1000)
+    backup = ssh(lab, "lab1", "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
+    ssh(lab, "lab1", f"head -c $(( $(stat -c %s {backup}) / 2 )) {backup} > /root/half.dump")
+    ssh(lab, "lab1", f"docker exec netmon-db pg_dump -U netmon -Fc netmon > '{TSDB_DUMP}'")
+    return lab
+
+
+@pytest.fixture
+def bad_inventory(lab, tmp_path):
+    path = tmp_path / "hosts.yml"
+    path.write_text(lab.inventory.read_text().replace("defaults:\n", "defaults:\n  app_dir: /root/nowhere\n", 1))
+    return path
+
+
+CASES = {
+    "unknown-mode": (["rollback", "--mode=fast", "--yes"], "unknown mode"),
+    "missing-dump": (["rollback", "--mode=restore", "--dump=/root/nope.dump", "--yes"], "not found"),
+    "not-a-dump": (["rollback", "--mode=restore", "--dump=/root/netmon/docker-compose.yml", "--yes"],
+                   "not a pg_dump archive"),
+    "truncated-dump": (["rollback", "--mode=restore", "--dump=/root/half.dump", "--yes"], "truncated or damaged"),
+    "timescaledb-dump": (["rollback", "--mode=restore", f"--dump={TSDB_DUMP}", "--yes"], "TimescaleDB objects"),
+    "unknown-commit": (["rollback", "--mode=clean", "--commit=deadbeef", "--yes"], "commit 'deadbeef' not found"),
+    "no-terminal": (["rollback", "--mode=clean"], "no terminal"),
+    "reset-unconfirmed": (["reset", "--confirm=lab2"], "--confirm=lab1"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_changes_nothing(lab, case):
+    args, needle = CASES[case]
+    before = snapshot(lab, "lab1")
+    out = fab(lab, "lab1", *args)
+    assert out.returncode != 0
+    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert snapshot(lab, "lab1") == before
+    assert ssh(lab, "lab1", "ls /root/pwned /root/netmon/pwned 2>/dev/null | wc -l") == "0"
+
+
+@pytest.mark.parametrize("task", [["status"], ["backup"], ["verify"], ["rollback", "--mode=clean", "--yes"],
+                                  ["reset", "--confirm=lab1"]])
+def test_app_dir_missing_is_refused(lab, bad_inventory, task):
+    before = snapshot(lab, "lab1")
+    out = fab(lab, "lab1", *task, "--inventory", str(bad_inventory))
+    assert out.returncode != 0 and "app_dir /root/nowhere not found" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert snapshot(lab, "lab1") == before
+
+
+def test_docker_missing_is_refused(lab):
+    before = snapshot(lab, "lab2")
+    site = lab.site("lab2")
+    site.run("mv /usr/local/sbin/docker /usr/local/sbin/docker.off")
+    try:
+        for task in (["status"], ["backup"], ["verify"], ["rollback", "--mode=restore", "--yes"],
+                     ["reset", "--confirm=lab2"]):
+            out = fab(lab, "lab2", *task)
+            assert out.returncode != 0 and "docker (with compose) not found" in out.stderr, (task, out.stderr)
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    finally:
+        site.run("mv /usr/local/sbin/docker.off /usr/local/sbin/docker")
+    assert snapshot(lab, "lab2") == before
+
+
+def test_unknown_host_key_is_refused_before_any_command(lab, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(lab.ssh_config.read_text().replace(str(lab.known_hosts), str(empty)))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(lab.inventory.read_text().replace(str(lab.known_hosts), str(empty)))
+    logs = tmp_path / "logs"
+    before = snapshot(lab, "lab1")
+    for task in (["status"], ["rollback", "--mode=clean", "--yes"]):
+        out = fab(lab, "lab1", *task, ssh_config=cfg, env={"NETMON_INVENTORY": str(inventory),
+                                                           "NETMON_AUDIT_DIR": str(logs)})
+        assert out.returncode != 0 and "host key of" in out.stderr and "not in" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert not list(logs.glob("audit_*"))  # no command ran, so nothing was logged
+    assert snapshot(lab, "lab1") == before
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(lab):
+    before = snapshot(lab, "lab1")
+    out = fab(lab, "lab1", "rollback", "--mode=restore", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "TEMPLATE template0" in out.stdout and "pg_restore" in out.stdout and "nothing was changed" in out.stdout
+    assert snapshot(lab, "lab1") == before
+
+
+def test_admin_password_never_leaves_in_clear(lab):
+    password = lab.admin_password_file.read_text().strip()
+    started = time.time() - 1
+    out = fab(lab, "lab1", "verify")  # migrated: fails, but logs in first
+    assert "login + /api/flows/stats" in out.stdout
+    assert [ln for ln in out.stdout.splitlines() if "login" in ln and "200" in ln and "PASS" in ln]
+    text = audit_text(started)
+    assert '"what": "login"' in text  # the login ran and was logged...
+    assert password not in text and password not in out.stdout + out.stderr  # ...without the password
+    assert "Bearer" not in text
+    assert AUDIT_DIR.is_dir()

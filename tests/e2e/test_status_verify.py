@@ -1,0 +1,60 @@
+"""End-to-end: `fab status` verdicts and `fab verify` results match what the server holds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.helpers import fab, snapshot, sql, ssh
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory(sites=3, variants=["migrated", "backend-crashloop", "rolled-back"], flows=1000)
+
+
+def test_status_of_a_healthy_migrated_site(lab):
+    before = snapshot(lab, "lab1")
+    out = fab(lab, "lab1", "status")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "verdict: TimescaleDB active and healthy"
+    assert sql(lab, "lab1", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "1"
+    assert ssh(lab, "lab1", "docker inspect --format '{{.State.Status}}' netmon-backend") == "running"
+    assert snapshot(lab, "lab1") == before  # read-only
+
+
+def test_status_of_a_crashlooping_backend(lab):
+    out = fab(lab, "lab2", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["verdict"] == "TimescaleDB active with problems"
+    assert any("backend in a restart loop" in s for s in data["signals"])
+    assert ssh(lab, "lab2", "docker inspect --format '{{.State.Status}}' netmon-backend") == "restarting"
+    text = fab(lab, "lab2", "status").stdout
+    assert "verdict: TimescaleDB active with problems — rollback advised: backend in a restart loop" in text
+
+
+def test_status_of_a_rolled_back_site(lab):
+    out = fab(lab, "lab3", "status")
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "verdict: rolled back"
+    assert sql(lab, "lab3", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "0"
+
+
+def test_verify_passes_on_a_rolled_back_site(lab):
+    out = fab(lab, "lab3", "verify", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["ok"] and all(ch["ok"] for ch in data["checks"]) and len(data["checks"]) == 13
+    assert ssh(lab, "lab3", "curl -s -o /dev/null -w '%{http_code}' http://localhost:8000/api/health") == "200"
+
+
+def test_verify_fails_on_a_migrated_site(lab):
+    out = fab(lab, "lab1", "verify")
+    assert out.returncode != 0 and out.stderr.startswith("error: verify failed on lab1")
+    failed = {ln.split("  ")[0] for ln in out.stdout.splitlines() if ln.rstrip().endswith("FAIL")}
+    assert "timescaledb extension in netmon (runbook 2)" in failed and "db runs the plain image" in failed
+    assert sql(lab, "lab1", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "1"
+    assert ssh(lab, "lab1", "docker inspect --format '{{.Config.Image}}' netmon-db") == "timescale/timescaledb:latest-pg16"
