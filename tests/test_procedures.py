@@ -39,3 +39,28 @@ def test_status_verdict_for_migrated_site(tmp_path, monkeypatch):
     result = status_site(FakeContext(_migrated_answers()), SiteSettings(name="s1"), Printer("s1", quiet=True))
     assert result.ok and result.summary.startswith("TimescaleDB active")
     assert result.data["pre_migration_commit"] == "aaa"
+
+
+def test_rollback_without_git_refuses_while_app_files_still_use_timescaledb(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
+    host = (r"^sh -c .*docker compose version", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\n"
+            "file=docker-compose.yml\nmentions=backend/app/main.py\n", 0)
+    c = FakeContext([host, *_migrated_answers()])
+    result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean", yes=True),
+                           printer=Printer("s1", quiet=True))
+    assert not result.ok and "backend/app/main.py" in result.error and "by hand" in result.error
+    assert not any("DROP" in cmd or "compose down" in cmd or "pg_dump" in cmd for cmd in c.commands)
+
+
+def test_truncated_newest_dump_names_the_older_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
+    host = (r"^sh -c .*docker compose version", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\ngit=yes\n"
+            "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250102_000000.dump\n"
+            "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250101_000000.dump\nfile=docker-compose.yml\n", 0)
+    truncated = (r"pg_restore -f -", "end 1\n", 0, "pg_restore: error: could not read from input file: end of file\n"
+                 "pg_restore_exit=1\n")
+    c = FakeContext([host, truncated, *DUMP_ANSWERS, *_migrated_answers()])
+    result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", yes=True),
+                           printer=Printer("s1", quiet=True))
+    assert not result.ok and "20250102_000000.dump is truncated" in result.error
+    assert "--dump=/root/netmon_pre_tsdb_20250101_000000.dump" in result.error
