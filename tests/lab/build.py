@@ -20,6 +20,7 @@ from pathlib import Path
 APP = Path("/root/netmon")
 LAB = Path(os.environ.get("NETMON_LAB", "/nonexistent"))
 TEMPLATES = LAB / "standin" / "app"
+# The runbook's five files: all that standin/app/post holds (the rest of the install is as in pre).
 MIGRATED_FILES = ("docker-compose.yml", "scripts/init.sql", "backend/app/main.py",
                   "backend/app/services/flow_rollup.py", "backend/requirements.txt")
 PSQL = ["docker", "exec", "-i", "netmon-db", "psql", "-U", "netmon", "-d", "netmon", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
@@ -60,13 +61,13 @@ def git(*args: str) -> str:
     return run("git", *args)
 
 
-def lay_files(stage: str, names=None) -> None:
-    """Copy the install's files as they were at `stage` (pre or post migration)."""
-    src = TEMPLATES / stage
+def lay_files(stage: str, names=None, templates: Path = TEMPLATES, app: Path = APP) -> None:
+    """Copy the install's files as they were at `stage`: all of `pre`, or `post`'s MIGRATED_FILES over them."""
+    src = templates / stage
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         if path.is_file() and (names is None or str(rel) in names):
-            dest = APP / rel
+            dest = app / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.build import MIGRATED_FILES, lay_files
 from tests.lab.images import BIN, build_timescaledb_image
 from tests.lab.standin.backend import BROKEN_POLICY_MARKER, TABLES
 from tests.lab.test_timescaledb_standin import HOST_BIN, Cluster, free_port
@@ -28,8 +29,11 @@ class Backend:
     """backend.py as the lab's container runs it: cwd = a copy of the backend image, log in a file."""
 
     def __init__(self, workdir: Path, name: str, stage: str, cluster: Cluster, marker: str = ""):
-        self.image = workdir / name
-        shutil.copytree(STANDIN / "app" / stage / "backend", self.image)
+        install = workdir / name  # /root/netmon as build.py lays it; the image is its backend/
+        lay_files("pre", templates=STANDIN / "app", app=install)
+        if stage == "post":
+            lay_files("post", MIGRATED_FILES, templates=STANDIN / "app", app=install)
+        self.image = install / "backend"
         if marker:
             main = self.image / "app" / "main.py"
             main.write_text(main.read_text() + f"\n{marker}\n")
