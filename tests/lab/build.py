@@ -23,6 +23,7 @@ TEMPLATES = LAB / "standin" / "app"
 # The runbook's five files: all that standin/app/post holds (the rest of the install is as in pre).
 MIGRATED_FILES = ("docker-compose.yml", "scripts/init.sql", "backend/app/main.py",
                   "backend/app/services/flow_rollup.py", "backend/requirements.txt")
+SAFE_POLICY = "add_compression_policy('flow_records', INTERVAL '7 days', if_not_exists => TRUE)"
 PSQL = ["docker", "exec", "-i", "netmon-db", "psql", "-U", "netmon", "-d", "netmon", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
 
 
@@ -70,6 +71,15 @@ def lay_files(stage: str, names=None, templates: Path = TEMPLATES, app: Path = A
             dest = app / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
+
+
+def break_compression_policy(main_py: Path) -> None:
+    """The backend-crashloop variant's bug: add_compression_policy without if_not_exists, which fails
+    once the policy exists, so every start of the backend fails its migration."""
+    text = main_py.read_text()
+    if SAFE_POLICY not in text:
+        sys.exit(f"build: {main_py} does not call {SAFE_POLICY}")
+    main_py.write_text(text.replace(SAFE_POLICY, SAFE_POLICY.replace(", if_not_exists => TRUE", "")))
 
 
 def write_env(db_password: str, admin_password: str) -> None:
@@ -166,8 +176,7 @@ def migrate(variant: str, post_flows: int) -> None:
         compose.write_text("".join(line for line in compose.read_text().splitlines(keepends=True)
                                    if "shared_preload_libraries" not in line))
     if variant == "backend-crashloop":
-        main = APP / "backend/app/main.py"
-        main.write_text(main.read_text() + "\n# lab: broken-compression-policy\n")
+        break_compression_policy(APP / "backend/app/main.py")
     if variant not in ("uncommitted", "no-git"):
         git("add", "-A")
         git("commit", "-q", "-m", "Migrate flow tables to TimescaleDB")

@@ -1,8 +1,8 @@
 """Data for NetMon's non-flow tables, made from the schema the backend created.
 
 Reading the columns from the database (not a second copy of the schema) keeps one source of
-truth: the backend stand-in's migrations. Rows reference their parents through the foreign keys
-the schema declares, so tables are filled parents first.
+truth: the install's app/main.py, whose migrations the backend stand-in runs. Rows reference
+their parents through the foreign keys the schema declares, so tables are filled parents first.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -16,27 +17,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.build import MIGRATED_FILES, lay_files
+from tests.lab.build import MIGRATED_FILES, break_compression_policy, lay_files
 from tests.lab.images import BIN, build_timescaledb_image
-from tests.lab.standin.backend import BROKEN_POLICY_MARKER, TABLES
+from tests.lab.standin.backend import migration_statements
 from tests.lab.test_timescaledb_standin import HOST_BIN, Cluster, free_port
 
 STANDIN = Path(__file__).resolve().parent / "standin"
+# NetMon's tables: those the pre-migration main.py's run_migrations() creates.
+TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)",
+                    "\n".join(migration_statements(STANDIN / "app/pre/backend/app/main.py")))
 ADMIN_PASSWORD = secrets.token_urlsafe(12)
 
 
 class Backend:
     """backend.py as the lab's container runs it: cwd = a copy of the backend image, log in a file."""
 
-    def __init__(self, workdir: Path, name: str, stage: str, cluster: Cluster, marker: str = ""):
+    def __init__(self, workdir: Path, name: str, stage: str, cluster: Cluster, edit=None):
         install = workdir / name  # /root/netmon as build.py lays it; the image is its backend/
         lay_files("pre", templates=STANDIN / "app", app=install)
         if stage == "post":
             lay_files("post", MIGRATED_FILES, templates=STANDIN / "app", app=install)
         self.image = install / "backend"
-        if marker:
-            main = self.image / "app" / "main.py"
-            main.write_text(main.read_text() + f"\n{marker}\n")
+        if edit:  # a change to the image's main.py, as a variant makes it
+            edit(self.image / "app" / "main.py")
         self.port = free_port()
         self.log = workdir / f"{name}.log"
         env = {"PATH": os.environ["PATH"], "DATABASE_URL": cluster.url, "ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -229,10 +232,24 @@ def test_broken_compression_policy_makes_it_crash_loop(workdir, timescale):
         first.wait_healthy()
     finally:
         first.terminate()
-    backend = Backend(workdir, "crashloop", "post", timescale, marker=BROKEN_POLICY_MARKER)
+    backend = Backend(workdir, "crashloop", "post", timescale, edit=break_compression_policy)
     try:
         assert backend.proc.wait(timeout=20) == 1
     finally:
         backend.terminate()
     assert ('ERROR migration failed: compression policy already exists for hypertable or continuous aggregate '
             '"flow_records"') in backend.log.read_text()
+
+
+
+def test_a_main_py_without_run_migrations_crashes_it(workdir, plain):
+    """As the real import would fail: the stand-in runs nothing it cannot find in main.py."""
+    def rename(main: Path) -> None:
+        main.write_text(main.read_text().replace("def run_migrations(", "def migrate("))
+
+    backend = Backend(workdir, "no-run-migrations", "pre", plain, edit=rename)
+    try:
+        assert backend.proc.wait(timeout=20) == 1
+    finally:
+        backend.terminate()
+    assert "ERROR cannot load the app: " in backend.log.read_text() and "no run_migrations()" in backend.log.read_text()

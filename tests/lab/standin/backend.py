@@ -8,19 +8,20 @@ serves :8000 (GET /api/health, POST /api/auth/login, GET /api/flows/stats), inge
 second and rolls them up into flow_summary_5m. What it runs follows the image's files, so a site
 whose files were only half reverted fails the way the real one would:
 
-- app/main.py containing `create_hypertable`: the TimescaleDB migration runs too (with the marker
-  `# lab: broken-compression-policy`: add_compression_policy without if_not_exists, which fails
-  once the policy exists: the backend crash-loops);
+- app/main.py: its run_migrations() is what runs, statement for statement: the SQL lists it loops
+  over (SCHEMA, COLUMN_MIGRATIONS, and after the migration TIMESCALEDB_MIGRATION), read with `ast`;
+  TimescaleDB's ALTER TABLE ... SET (timescaledb.compress ...) becomes the stand-in's function;
 - app/services/flow_rollup.py containing `time_bucket`: the rollup uses it (and refreshes
   flow_summary_5m instead when it is a continuous aggregate).
 
-A failed migration or an unreachable database ends the process with status 1; SIGTERM with 0.
-Logs go to standard output as `2026-11-24 10:00:00,123 LEVEL message`. System Python only.
-`TABLES` is the one list of NetMon's 32 tables: the lab imports it (no psycopg2 needed for that).
+A main.py that cannot be read, a failed migration or an unreachable database ends the process with
+status 1; SIGTERM with 0. Logs go to standard output as `2026-11-24 10:00:00,123 LEVEL message`.
+System Python only.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import hmac
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import random
+import re
 import secrets
 import signal
 import sys
@@ -40,321 +42,15 @@ from urllib.parse import parse_qs, urlsplit
 
 try:
     import psycopg2
-except ImportError:  # TABLES stays importable where psycopg2 is absent (the project's venv)
+except ImportError:  # migration_statements stays importable where psycopg2 is absent (the project's venv)
     psycopg2 = None
 
 log = logging.getLogger("netmon")
 
-# NetMon's schema as the real run_migrations() creates it: plain CREATE TABLE IF NOT EXISTS.
-TABLES: dict[str, str] = {
-    "users": """
-        id serial PRIMARY KEY,
-        username text NOT NULL UNIQUE,
-        password_hash text NOT NULL,
-        email text,
-        role text NOT NULL DEFAULT 'viewer',
-        is_active boolean NOT NULL DEFAULT true,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        last_login timestamptz""",
-    "device_groups": """
-        id serial PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        description text,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "snmp_credentials": """
-        id serial PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        version text NOT NULL DEFAULT 'v2c',
-        community text,
-        auth_protocol text,
-        auth_password text,
-        priv_protocol text,
-        priv_password text,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "devices": """
-        id serial PRIMARY KEY,
-        hostname text NOT NULL,
-        ip_address inet NOT NULL UNIQUE,
-        vendor text,
-        model text,
-        os_version text,
-        device_type text NOT NULL DEFAULT 'switch',
-        status text NOT NULL DEFAULT 'unknown',
-        snmp_credential_id integer REFERENCES snmp_credentials (id) ON DELETE SET NULL,
-        location text,
-        last_seen timestamptz,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        updated_at timestamptz NOT NULL DEFAULT now()""",
-    "device_group_members": """
-        group_id integer NOT NULL REFERENCES device_groups (id) ON DELETE CASCADE,
-        device_id integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        PRIMARY KEY (group_id, device_id)""",
-    "interfaces": """
-        id serial PRIMARY KEY,
-        device_id integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        if_index integer NOT NULL,
-        name text NOT NULL,
-        description text,
-        mac_address macaddr,
-        speed_bps bigint,
-        admin_status text NOT NULL DEFAULT 'up',
-        oper_status text NOT NULL DEFAULT 'up',
-        mtu integer,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        UNIQUE (device_id, if_index)""",
-    "interface_metrics": """
-        id bigserial PRIMARY KEY,
-        interface_id integer NOT NULL REFERENCES interfaces (id) ON DELETE CASCADE,
-        "timestamp" timestamptz NOT NULL DEFAULT now(),
-        in_octets bigint,
-        out_octets bigint,
-        in_errors bigint,
-        out_errors bigint,
-        in_discards bigint,
-        out_discards bigint,
-        utilization_in double precision,
-        utilization_out double precision""",
-    "device_metric_history": """
-        id bigserial PRIMARY KEY,
-        device_id integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        "timestamp" timestamptz NOT NULL DEFAULT now(),
-        cpu_percent double precision,
-        memory_percent double precision,
-        uptime_seconds bigint,
-        temperature_c double precision,
-        response_ms double precision""",
-    "alert_rules": """
-        id serial PRIMARY KEY,
-        name text NOT NULL,
-        metric text NOT NULL,
-        operator text NOT NULL DEFAULT '>',
-        threshold double precision NOT NULL,
-        duration_seconds integer NOT NULL DEFAULT 0,
-        severity text NOT NULL DEFAULT 'warning',
-        enabled boolean NOT NULL DEFAULT true,
-        device_group_id integer REFERENCES device_groups (id) ON DELETE SET NULL,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "alerts": """
-        id serial PRIMARY KEY,
-        rule_id integer REFERENCES alert_rules (id) ON DELETE SET NULL,
-        device_id integer REFERENCES devices (id) ON DELETE CASCADE,
-        severity text NOT NULL DEFAULT 'warning',
-        message text NOT NULL,
-        status text NOT NULL DEFAULT 'open',
-        created_at timestamptz NOT NULL DEFAULT now(),
-        acknowledged_at timestamptz,
-        acknowledged_by integer REFERENCES users (id) ON DELETE SET NULL,
-        resolved_at timestamptz""",
-    "mac_addresses": """
-        id bigserial PRIMARY KEY,
-        mac_address macaddr NOT NULL,
-        interface_id integer REFERENCES interfaces (id) ON DELETE CASCADE,
-        vlan_id integer,
-        first_seen timestamptz NOT NULL DEFAULT now(),
-        last_seen timestamptz NOT NULL DEFAULT now()""",
-    "arp_entries": """
-        id bigserial PRIMARY KEY,
-        ip_address inet NOT NULL,
-        mac_address macaddr NOT NULL,
-        device_id integer REFERENCES devices (id) ON DELETE CASCADE,
-        interface_name text,
-        first_seen timestamptz NOT NULL DEFAULT now(),
-        last_seen timestamptz NOT NULL DEFAULT now()""",
-    "flow_records": """
-        id bigserial,
-        "timestamp" timestamptz NOT NULL DEFAULT now(),
-        device_id integer,
-        src_ip inet,
-        dst_ip inet,
-        src_port integer,
-        dst_port integer,
-        protocol smallint,
-        bytes bigint,
-        packets bigint,
-        PRIMARY KEY (id)""",
-    "flow_summary_5m": """
-        bucket timestamptz,
-        device_id integer,
-        src_ip inet,
-        dst_ip inet,
-        protocol smallint,
-        bytes bigint,
-        packets bigint,
-        flow_count bigint,
-        PRIMARY KEY (bucket, device_id, src_ip, dst_ip, protocol)""",
-    "settings": """
-        key text PRIMARY KEY,
-        value text NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()""",
-    "audit_log": """
-        id bigserial PRIMARY KEY,
-        user_id integer REFERENCES users (id) ON DELETE SET NULL,
-        action text NOT NULL,
-        target text,
-        details jsonb,
-        ip_address inet,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "sessions": """
-        id bigserial PRIMARY KEY,
-        user_id integer NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        token_hash text NOT NULL UNIQUE,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        expires_at timestamptz NOT NULL,
-        ip_address inet,
-        user_agent text""",
-    "discovery_jobs": """
-        id serial PRIMARY KEY,
-        name text NOT NULL,
-        subnet cidr NOT NULL,
-        snmp_credential_id integer REFERENCES snmp_credentials (id) ON DELETE SET NULL,
-        schedule text,
-        status text NOT NULL DEFAULT 'idle',
-        last_run timestamptz,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "discovery_results": """
-        id bigserial PRIMARY KEY,
-        job_id integer NOT NULL REFERENCES discovery_jobs (id) ON DELETE CASCADE,
-        ip_address inet NOT NULL,
-        hostname text,
-        sys_descr text,
-        device_id integer REFERENCES devices (id) ON DELETE SET NULL,
-        discovered_at timestamptz NOT NULL DEFAULT now()""",
-    "topology_links": """
-        id serial PRIMARY KEY,
-        local_device_id integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        local_interface_id integer REFERENCES interfaces (id) ON DELETE CASCADE,
-        remote_device_id integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        remote_interface_id integer REFERENCES interfaces (id) ON DELETE CASCADE,
-        protocol text NOT NULL DEFAULT 'lldp',
-        discovered_at timestamptz NOT NULL DEFAULT now(),
-        last_seen timestamptz NOT NULL DEFAULT now()""",
-    "vlans": """
-        id serial PRIMARY KEY,
-        device_id integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        vlan_id integer NOT NULL,
-        name text,
-        UNIQUE (device_id, vlan_id)""",
-    "subnets": """
-        id serial PRIMARY KEY,
-        network cidr NOT NULL UNIQUE,
-        description text,
-        vlan_id integer,
-        gateway inet,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "ip_addresses": """
-        id bigserial PRIMARY KEY,
-        address inet NOT NULL,
-        subnet_id integer REFERENCES subnets (id) ON DELETE CASCADE,
-        device_id integer REFERENCES devices (id) ON DELETE SET NULL,
-        interface_id integer REFERENCES interfaces (id) ON DELETE SET NULL,
-        hostname text,
-        status text NOT NULL DEFAULT 'active',
-        last_seen timestamptz""",
-    "syslog_messages": """
-        id bigserial PRIMARY KEY,
-        device_id integer REFERENCES devices (id) ON DELETE SET NULL,
-        source_ip inet NOT NULL,
-        facility smallint,
-        severity smallint,
-        message text NOT NULL,
-        received_at timestamptz NOT NULL DEFAULT now()""",
-    "snmp_traps": """
-        id bigserial PRIMARY KEY,
-        device_id integer REFERENCES devices (id) ON DELETE SET NULL,
-        source_ip inet NOT NULL,
-        trap_oid text NOT NULL,
-        varbinds jsonb,
-        received_at timestamptz NOT NULL DEFAULT now()""",
-    "maintenance_windows": """
-        id serial PRIMARY KEY,
-        name text NOT NULL,
-        device_group_id integer REFERENCES device_groups (id) ON DELETE CASCADE,
-        starts_at timestamptz NOT NULL,
-        ends_at timestamptz NOT NULL,
-        created_by integer REFERENCES users (id) ON DELETE SET NULL,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "notification_channels": """
-        id serial PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        channel_type text NOT NULL DEFAULT 'email',
-        config jsonb NOT NULL DEFAULT '{}',
-        enabled boolean NOT NULL DEFAULT true,
-        created_at timestamptz NOT NULL DEFAULT now()""",
-    "notification_log": """
-        id bigserial PRIMARY KEY,
-        channel_id integer REFERENCES notification_channels (id) ON DELETE SET NULL,
-        alert_id integer REFERENCES alerts (id) ON DELETE SET NULL,
-        status text NOT NULL DEFAULT 'sent',
-        detail text,
-        sent_at timestamptz NOT NULL DEFAULT now()""",
-    "reports": """
-        id serial PRIMARY KEY,
-        name text NOT NULL,
-        report_type text NOT NULL DEFAULT 'traffic',
-        parameters jsonb NOT NULL DEFAULT '{}',
-        schedule text,
-        created_by integer REFERENCES users (id) ON DELETE SET NULL,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        last_generated timestamptz""",
-    "dashboards": """
-        id serial PRIMARY KEY,
-        name text NOT NULL,
-        owner_id integer REFERENCES users (id) ON DELETE CASCADE,
-        layout jsonb NOT NULL DEFAULT '{}',
-        is_default boolean NOT NULL DEFAULT false,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        updated_at timestamptz NOT NULL DEFAULT now()""",
-    "api_keys": """
-        id serial PRIMARY KEY,
-        user_id integer NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-        name text NOT NULL,
-        key_hash text NOT NULL UNIQUE,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        expires_at timestamptz,
-        last_used timestamptz""",
-    "schema_migrations": """
-        version text PRIMARY KEY,
-        applied_at timestamptz NOT NULL DEFAULT now()""",
-}
-
-# Later additions, the way the real run_migrations() makes them, and the indexes.
-ALTERATIONS = (
-    "ALTER TABLE devices ADD COLUMN IF NOT EXISTS snmp_port integer NOT NULL DEFAULT 161",
-    "ALTER TABLE interfaces ADD COLUMN IF NOT EXISTS alias text",
-    'CREATE INDEX IF NOT EXISTS idx_flow_records_timestamp ON flow_records ("timestamp")',
-    'CREATE INDEX IF NOT EXISTS idx_flow_records_device_time ON flow_records (device_id, "timestamp")',
-    'CREATE INDEX IF NOT EXISTS idx_interface_metrics_interface_time ON interface_metrics (interface_id, "timestamp")',
-    "CREATE INDEX IF NOT EXISTS idx_alerts_status ON alerts (status)",
-    "INSERT INTO settings (key, value) VALUES ('max_flow_age_days', '30'), ('max_metric_age_days', '90') "
-    "ON CONFLICT (key) DO NOTHING",
-    "INSERT INTO schema_migrations (version) VALUES ('001_initial_schema'), ('002_snmp_port_and_alias') "
-    "ON CONFLICT (version) DO NOTHING",
-)
-
-COMPRESSION_POLICY = "SELECT add_compression_policy('flow_records', INTERVAL '7 days', if_not_exists => TRUE)"
-# The TimescaleDB migration of the post-migration app/main.py, in SQL this lab's server runs: the
-# real ALTER TABLE flow_records SET (timescaledb.compress, ...) is the stand-in's function here.
-TIMESCALEDB_MIGRATION = (
-    "CREATE EXTENSION IF NOT EXISTS timescaledb",
-    # A hypertable's unique indexes must hold its time column.
-    """DO $$
-    BEGIN
-      IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                     WHERE i.indrelid = 'flow_records'::regclass AND i.indisprimary AND a.attname = 'timestamp') THEN
-        ALTER TABLE flow_records DROP CONSTRAINT flow_records_pkey, ADD PRIMARY KEY (id, "timestamp");
-      END IF;
-    END $$""",
-    "SELECT create_hypertable('flow_records', 'timestamp', chunk_time_interval => INTERVAL '1 day', "
-    "if_not_exists => TRUE, migrate_data => TRUE)",
-    "SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id') "
-    "WHERE NOT (SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = 'flow_records')",
-    COMPRESSION_POLICY,
-    "SELECT add_retention_policy('flow_records', INTERVAL '30 days', if_not_exists => TRUE)",
-    "INSERT INTO schema_migrations (version) VALUES ('003_timescaledb_flow_records') ON CONFLICT (version) DO NOTHING",
-)
-# The backend-crashloop variant's main.py: the policy without if_not_exists, an error once it exists.
-BROKEN_POLICY_MARKER = "# lab: broken-compression-policy"
-BROKEN_COMPRESSION_POLICY = "SELECT add_compression_policy('flow_records', INTERVAL '7 days')"
+# TimescaleDB takes ALTER TABLE ... SET (timescaledb.compress, ...) through its library's utility hook,
+# which PostgreSQL alone refuses: this lab's server has the stand-in's function for it instead.
+COMPRESS_DDL = re.compile(r"ALTER TABLE (\w+) SET \(timescaledb\.compress, timescaledb\.compress_segmentby = '([^']*)'\)")
+STAND_IN_COMPRESS = r"_timescaledb_functions.stand_in_enable_compression('\1', '\2')"
 
 # flow_rollup.py's rollup_flows(): the last two 5-minute buckets recomputed, idempotently.
 ROLLUP_SQL = """
@@ -394,22 +90,47 @@ class Config:
     """What the image's files and the environment say this backend is."""
 
     def __init__(self, app_dir: Path, env: dict[str, str]):
-        main_py = _read(app_dir / "main.py")
         self.database_url = env.get("DATABASE_URL", "")
         self.admin_password = env.get("ADMIN_PASSWORD", "")
-        self.timescaledb = "create_hypertable" in main_py
-        self.broken_policy = BROKEN_POLICY_MARKER in main_py
+        self.migration = migration_statements(app_dir / "main.py")
+        self.timescaledb = any("create_hypertable" in s for s in self.migration)
         self.time_bucket = "time_bucket" in _read(app_dir / "services" / "flow_rollup.py")
         self.host = env.get("NETMON_BACKEND_HOST", "0.0.0.0")  # noqa: S104 (a container's port)
         self.port = int(env.get("NETMON_BACKEND_PORT", "8000"))
 
-    def migration(self) -> list[str]:
-        statements = [f"CREATE TABLE IF NOT EXISTS {name} ({columns}\n)" for name, columns in TABLES.items()]
-        statements += ALTERATIONS
-        if self.timescaledb:
-            policy = BROKEN_COMPRESSION_POLICY if self.broken_policy else COMPRESSION_POLICY
-            statements += [policy if s == COMPRESSION_POLICY else s for s in TIMESCALEDB_MIGRATION]
-        return statements
+
+def migration_statements(main_py: Path) -> list[str]:
+    """The SQL main.py's run_migrations() runs: the module-level lists of strings its loops go over, in order.
+
+    Read with ast, so nothing of the app (FastAPI, asyncpg...) is imported. ValueError when main.py has no
+    run_migrations() or it loops over something else; OSError and SyntaxError as the real import would fail.
+    """
+    tree = ast.parse(main_py.read_text(), str(main_py))
+    assigned = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name)}
+    run = next((node for node in tree.body if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+                and node.name == "run_migrations"), None)
+    if run is None:
+        raise ValueError(f"{main_py}: no run_migrations()")
+    names = sorted((name for loop in ast.walk(run) if isinstance(loop, ast.For | ast.AsyncFor)
+                    for name in ast.walk(loop.iter) if isinstance(name, ast.Name)),
+                   key=lambda name: (name.lineno, name.col_offset))
+    statements = []
+    for name in names:
+        try:
+            value = ast.literal_eval(assigned[name.id])
+        except (KeyError, ValueError):
+            value = None
+        if not (isinstance(value, list | tuple) and all(isinstance(s, str) for s in value)):
+            raise ValueError(f"{main_py}:{name.lineno}: run_migrations() runs {name.id}, not a list of SQL strings")
+        statements += value
+    return statements
+
+
+def for_this_server(statement: str) -> str:
+    """The statement as this lab's TimescaleDB stand-in takes it (see COMPRESS_DDL)."""
+    verb = "PERFORM" if statement.lstrip().upper().startswith("DO") else "SELECT"
+    return COMPRESS_DDL.sub(f"{verb} {STAND_IN_COMPRESS}", statement)
 
 
 def _read(path: Path) -> str:
@@ -449,8 +170,8 @@ def wait_for_database(cfg: Config, stop: threading.Event):
 
 def run_migrations(conn, cfg: Config) -> None:
     with conn.cursor() as cur:
-        for statement in cfg.migration():
-            cur.execute(statement)
+        for statement in cfg.migration:
+            cur.execute(for_this_server(statement))
     log.info("migrations applied (%s)", "TimescaleDB" if cfg.timescaledb else "plain PostgreSQL")
 
 
@@ -649,7 +370,11 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    cfg = Config(Path.cwd() / "app", dict(os.environ))
+    try:
+        cfg = Config(Path.cwd() / "app", dict(os.environ))
+    except (OSError, SyntaxError, ValueError) as err:
+        log.error("cannot load the app: %s", err)
+        sys.exit(1)
     if not cfg.database_url:
         log.error("DATABASE_URL is not set")
         sys.exit(1)

@@ -343,41 +343,38 @@ COLUMN_MIGRATIONS = [
     "ON CONFLICT (version) DO NOTHING",
 ]
 
+# Migration 003: flow_records as a hypertable with compression and retention policies. Each step
+# skips what is already done, so every start can run it again.
+TIMESCALEDB_MIGRATION = [
+    "CREATE EXTENSION IF NOT EXISTS timescaledb",
+    # A hypertable's unique indexes must include the partitioning column.
+    """DO $$
+    BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                     WHERE i.indrelid = 'flow_records'::regclass AND i.indisprimary AND a.attname = 'timestamp') THEN
+        ALTER TABLE flow_records DROP CONSTRAINT flow_records_pkey, ADD PRIMARY KEY (id, "timestamp");
+      END IF;
+    END $$""",
+    "SELECT create_hypertable('flow_records', 'timestamp', chunk_time_interval => INTERVAL '1 day', "
+    "if_not_exists => TRUE, migrate_data => TRUE)",
+    """DO $$
+    BEGIN
+      IF NOT (SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = 'flow_records') THEN
+        ALTER TABLE flow_records SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id');
+      END IF;
+    END $$""",
+    "SELECT add_compression_policy('flow_records', INTERVAL '7 days', if_not_exists => TRUE)",
+    "SELECT add_retention_policy('flow_records', INTERVAL '30 days', if_not_exists => TRUE)",
+    "INSERT INTO schema_migrations (version) VALUES ('003_timescaledb_flow_records') ON CONFLICT (version) DO NOTHING",
+]
+
 
 async def run_migrations(pool: asyncpg.Pool) -> None:
     """Create missing tables and columns, then make flow_records a TimescaleDB hypertable."""
     async with pool.acquire() as conn:
-        for statement in SCHEMA + COLUMN_MIGRATIONS:
+        for statement in SCHEMA + COLUMN_MIGRATIONS + TIMESCALEDB_MIGRATION:
             await conn.execute(statement)
-        await migrate_flow_records_to_timescaledb(conn)
     log.info("migrations applied")
-
-
-async def migrate_flow_records_to_timescaledb(conn: asyncpg.Connection) -> None:
-    """Migration 003: flow_records as a hypertable with compression and retention policies."""
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    # A hypertable's unique indexes must include the partitioning column.
-    time_in_pk = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM pg_index i
-                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                          WHERE i.indrelid = 'flow_records'::regclass AND i.indisprimary AND a.attname = 'timestamp')"""
-    )
-    if not time_in_pk:
-        await conn.execute('ALTER TABLE flow_records DROP CONSTRAINT flow_records_pkey, ADD PRIMARY KEY (id, "timestamp")')
-    await conn.execute(
-        "SELECT create_hypertable('flow_records', 'timestamp', chunk_time_interval => INTERVAL '1 day', "
-        "if_not_exists => TRUE, migrate_data => TRUE)"
-    )
-    compressed = await conn.fetchval(
-        "SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = 'flow_records'"
-    )
-    if not compressed:
-        await conn.execute("ALTER TABLE flow_records SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id')")
-    await conn.execute("SELECT add_compression_policy('flow_records', INTERVAL '7 days', if_not_exists => TRUE)")
-    await conn.execute("SELECT add_retention_policy('flow_records', INTERVAL '30 days', if_not_exists => TRUE)")
-    await conn.execute(
-        "INSERT INTO schema_migrations (version) VALUES ('003_timescaledb_flow_records') ON CONFLICT (version) DO NOTHING"
-    )
 
 
 async def ensure_admin(pool: asyncpg.Pool) -> None:
