@@ -230,7 +230,8 @@ class Lab:
                     ["ip", "link", "set", "lo", "up"]):
             sh("ip", "netns", "exec", site.netns, *cmd)
         mounts = "; ".join(f"mount --bind {d / src} {dst}" for src, dst in (
-            ("root", "/root"), ("tmp", "/tmp"), ("etc/hosts", "/etc/hosts"), ("sbin", "/usr/local/sbin")))
+            ("root", "/root"), ("tmp", "/tmp"), ("etc/hosts", "/etc/hosts"), ("sbin", "/usr/local/sbin"),
+            ("sbin", "/usr/local/bin")))  # a NetMon server has no docker client or tools of this machine's
         holder = subprocess.Popen(
             ["ip", "netns", "exec", site.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
              "/bin/sh", "-c", f"set -e; {mounts}; hostname {site.name}; echo ready; exec sleep infinity"],
