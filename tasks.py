@@ -91,7 +91,7 @@ def backup(c, sites="", group="", inventory="", json=False, parallel=DEFAULT_PAR
     """A verified pg_dump of every selected site (backup_dir/netmon_pre_tsdb_<UTC>.dump + .sha256)."""
     chosen = _select(inventory, sites, group)
     opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
-    results = run_fleet(chosen, "backup", lambda cx, site, out: procedures.backup_site(cx, site, out), opts)
+    results = run_fleet(chosen, "backup", procedures.backup_site, opts)
     _finish(results, json, summary_table(results))
 
 
