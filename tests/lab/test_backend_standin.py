@@ -6,10 +6,8 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.lab.build import MIGRATED_FILES, break_compression_policy, lay_files
-from tests.lab.images import BIN, build_timescaledb_image
+from tests.lab.images import BIN, HOST_BIN
+from tests.lab.pgcluster import Cluster, free_port, running_cluster
 from tests.lab.standin.backend import migration_statements
-from tests.lab.test_timescaledb_standin import HOST_BIN, Cluster, free_port
 
 STANDIN = Path(__file__).resolve().parent / "standin"
 # NetMon's tables: those the pre-migration main.py's run_migrations() creates.
@@ -97,38 +95,17 @@ def wait_for(probe, timeout: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def workdir():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (the server runs as user postgres)")
-    root = Path(tempfile.mkdtemp(prefix="netmon-backend-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def running_cluster(root: Path, bin_dir: Path):
-    cluster = Cluster(root, bin_dir)
-    try:
-        cluster.start()
-        cluster.psql("CREATE DATABASE netmon", db="postgres")
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture(scope="module")
 def plain(workdir):
     """postgres:16-alpine's stand-in: the host's PostgreSQL, no TimescaleDB anywhere."""
-    yield from running_cluster(workdir / "plain", HOST_BIN)
+    with running_cluster(workdir / "plain", HOST_BIN) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
-def timescale(workdir):
+def timescale(workdir, image):
     """timescale/timescaledb's stand-in: the lab's image, preloading timescaledb."""
-    build_timescaledb_image(workdir / "image")
-    yield from running_cluster(workdir / "timescale", workdir / "image" / BIN)
+    with running_cluster(workdir / "timescale", image / BIN) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
