@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import paramiko
@@ -21,6 +22,8 @@ from .inventory import SiteSettings
 
 DEFAULT_CONNECT_TIMEOUT = 15
 KEEPALIVE_SECONDS = 15
+#: a link that acknowledges nothing for this long is dead (ssh's ServerAliveInterval x CountMax)
+DEAD_LINK_SECONDS = 45
 
 # paramiko logs transport failures with tracebacks on stderr; they reach the user as one-line errors.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -145,7 +148,29 @@ def open_checked(c) -> None:
     except (paramiko.SSHException, OSError, EOFError) as err:
         raise ConnectError(f"cannot connect to {where}: {err} — check the address, port and sshd") from None
     if c.transport is not None:
-        c.transport.set_keepalive(KEEPALIVE_SECONDS)
+        keep_alive(c.transport)
+
+
+def keep_alive(transport, interval: int = KEEPALIVE_SECONDS, dead_after: int = DEAD_LINK_SECONDS) -> None:
+    """Detect a dead link instead of waiting for ever (paramiko's keepalive only sends; TCP would
+    retransmit for about 15 minutes): SSH keepalives every ``interval`` seconds give the socket
+    something to send, and TCP_USER_TIMEOUT closes it when nothing is acknowledged for
+    ``dead_after`` seconds; TCP keepalive covers an idle link. The transport then dies, the running
+    command returns without an exit status and the runner reports the step it broke."""
+    transport.set_keepalive(interval)
+    sock = getattr(transport, "sock", None)
+    if not isinstance(sock, socket.socket):  # a ProxyCommand: its own ssh handles the link
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", interval), ("TCP_KEEPINTVL", interval),
+                        ("TCP_KEEPCNT", max(1, dead_after // interval)), ("TCP_USER_TIMEOUT", dead_after * 1000)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:
+            pass  # not supported here: the command timeout still bounds the wait
 
 
 def for_site(c, site: SiteSettings):

@@ -105,7 +105,8 @@ def restore_side_commands(site: SiteSettings, dump_path: str, side: str, expecte
     then check every table's row count against the dump."""
     ident(side)
     in_container = f"/tmp/{side}.dump"  # noqa: S108 - the container's private /tmp
-    out = [Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(d)}", db="postgres"),
+    # WITH (FORCE): a run whose connection died may have left its pg_restore working in there
+    out = [Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(d)} WITH (FORCE)", db="postgres"),
                    what=f"drop unfinished side database {d}") for d in drop_first]
 
     def judge_restore(result) -> str | None:
@@ -147,6 +148,8 @@ def finish_swap_commands(site: SiteSettings, side: str) -> list[Command]:
                     what=f"finish swap: {side} → {site.db_name}")]
 
 
-def drop_database_commands(site: SiteSettings, names: list[str]) -> list[Command]:
-    return [Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(n)}", db="postgres"), what=f"drop {n}")
+def drop_database_commands(site: SiteSettings, names: list[str], force: bool = False) -> list[Command]:
+    """DROP DATABASE; ``force`` ends sessions still in it (an interrupted run's pg_restore)."""
+    suffix = " WITH (FORCE)" if force else ""
+    return [Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(n)}{suffix}", db="postgres"), what=f"drop {n}")
             for n in names]

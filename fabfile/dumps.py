@@ -88,6 +88,15 @@ def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True,
         raise InputError(f"dump {path} not found on {runner.site} — give an existing file with --dump "
                          f"(backups live in {site.backup_dir})")
     info.size = int(out.stdout.strip())
+    # the recorded sha256 first: a file that changed since it was sealed is refused as such
+    sidecar = runner.run(Command(f"cat {q(path + '.sha256')}", what="recorded sha256", changes=False, ok_codes=(0, 1)))
+    actual = runner.run(Command(cmds.sha256_of(path), what="sha256 of dump", changes=False))
+    info.sha256 = actual.stdout.split()[0] if actual.stdout.split() else ""
+    if sidecar.ok and sidecar.stdout.split():
+        recorded = sidecar.stdout.split()[0]
+        if recorded != info.sha256:
+            raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256: {recorded[:12]}…, "
+                             f"file: {info.sha256[:12]}…) — it changed since it was written; {instead}")
     out = runner.run(Command(cmds.dump_list(site, path), what="list dump", changes=False, ok_codes=(0, 1)))
     info.toc = parse_toc(out.stdout)
     if not out.ok or not info.toc:
@@ -102,13 +111,6 @@ def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True,
     if not info.readback.ok:
         reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
         raise InputError(f"{path} is truncated or damaged ({reason}) — {instead}")
-    sidecar = runner.run(Command(f"cat {q(path + '.sha256')}", what="recorded sha256", changes=False, ok_codes=(0, 1)))
-    actual = runner.run(Command(cmds.sha256_of(path), what="sha256 of dump", changes=False))
-    info.sha256 = actual.stdout.split()[0] if actual.stdout.split() else ""
-    if sidecar.ok and sidecar.stdout.split():
-        recorded = sidecar.stdout.split()[0]
-        if recorded != info.sha256:
-            raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256) — the file changed; {instead}")
     if for_restore:
         problems = toc_problems(info.toc)
         if problems:

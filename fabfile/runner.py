@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paramiko
-from invoke.exceptions import CommandTimedOut, Failure, UnexpectedExit
+from invoke.exceptions import CommandTimedOut, Failure, ThreadException, UnexpectedExit
 
 from .commands import Command
 from .errors import CommandFailed, ConnectError
@@ -193,17 +193,36 @@ class Runner:
             result = err.result
             out = Outcome(command.cmd, getattr(result, "exited", 1) or 1, "", str(err), time.monotonic() - started)
         except (OSError, paramiko.SSHException, EOFError) as err:
-            self._log(command, Outcome(command.cmd, -1, "", str(err), time.monotonic() - started), kind="lost")
-            raise ConnectError(
-                f"connection to {self.site} lost during step '{self.step}' ({err.__class__.__name__}) — "
-                "rerun the same command to finish"
-            ) from None
+            self._lost(command, started, err.__class__.__name__, str(err))
+        except ThreadException as err:  # an I/O thread failed: the connection died, or a real bug
+            if self.connection_lost():
+                self._lost(command, started, "I/O thread stopped", str(err))
+            raise CommandFailed(f"step '{self.step}' on {self.site}: {command.what or 'command'} failed in its "
+                                f"I/O ({str(err).strip().splitlines()[-1] if str(err).strip() else 'no detail'})") from None
+        if out.exited == -1 and self.connection_lost():
+            # paramiko reports -1 when the channel closed without an exit status: the connection died
+            self._lost(command, started, "no exit status", out.stderr)
         self.remote_seconds += out.duration
         if log:
             self._log(command, out, kind="change" if command.changes else "probe")
         if self.echo:
             self.printer.line(f"    $ {self.redact(command.cmd)}  -> exit {out.exited} ({out.duration:.2f}s)")
         return out
+
+    def connection_lost(self) -> bool:
+        """Did the SSH transport under ``c`` die (a plain Context or a mock has none)?"""
+        transport = getattr(self.c, "transport", None)
+        return transport is not None and not transport.is_active()
+
+    def _lost(self, command: Command, started: float, why: str, detail: str) -> None:
+        out = Outcome(command.cmd, -1, "", detail, time.monotonic() - started)
+        self.remote_seconds += out.duration
+        self._log(command, out, kind="lost")
+        what = f": {command.what}" if command.what else ""
+        raise ConnectError(
+            f"connection to {self.site} lost during step '{self.step}'{what} ({why}) — "
+            "nothing after it ran; rerun the same command to finish"
+        ) from None
 
     def _log(self, command: Command, out: Outcome, kind: str, **extra) -> None:
         if self.audit is None:

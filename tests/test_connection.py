@@ -1,8 +1,19 @@
+import socket
+
 import paramiko
 import pytest
 from fabric import Config, Connection
 
-from fabfile.connection import AcceptAny, AcceptNew, RejectUnknown, UnknownHostKey, harden, make_connection
+from fabfile.connection import (
+    DEAD_LINK_SECONDS,
+    AcceptAny,
+    AcceptNew,
+    RejectUnknown,
+    UnknownHostKey,
+    harden,
+    keep_alive,
+    make_connection,
+)
 from fabfile.inventory import SiteSettings
 
 
@@ -44,3 +55,22 @@ def test_make_connection_for_fleet_uses_inventory_settings(tmp_path):
     assert (c.host, c.port, c.user) == ("10.1.2.3", 2200, "ops")
     assert c.connect_kwargs["key_filename"] == ["/keys/id"]
     assert isinstance(c.client._policy, RejectUnknown) and c.client._policy.known_hosts == [str(kh)]
+
+
+def test_keep_alive_bounds_a_dead_link():
+    class T:
+        def __init__(self):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.interval = None
+
+        def set_keepalive(self, n):
+            self.interval = n
+
+    t = T()
+    try:
+        keep_alive(t)
+        assert t.interval == 15
+        assert t.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert t.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == DEAD_LINK_SECONDS * 1000
+    finally:
+        t.sock.close()

@@ -4,7 +4,7 @@ import pytest
 from invoke import MockContext, Result
 
 from fabfile.commands import Command
-from fabfile.errors import CommandFailed
+from fabfile.errors import CommandFailed, ConnectError
 from fabfile.runner import AuditLog, Runner, redact
 from tests.fakes import FakeContext
 
@@ -58,3 +58,31 @@ def test_poll_repeats_until_success():
     c = C()
     out = Runner(c, "s1").must(Command("pg_isready", poll=10))
     assert out.ok and len(c.calls) == 3
+
+
+class _Transport:
+    def __init__(self, active):
+        self.active = active
+
+    def is_active(self):
+        return self.active
+
+
+def test_a_dead_connection_names_the_step_and_what_ran(tmp_path):
+    c = FakeContext([("pg_dump", "", -1)])
+    c.transport = _Transport(False)  # paramiko: channel closed without an exit status, transport gone
+    r = Runner(c, "s1", audit=AuditLog("s1", "rollback", tmp_path))
+    r.step = "safety-dump"
+    with pytest.raises(ConnectError) as err:
+        r.must(Command("docker exec netmon-db pg_dump > x", what="pg_dump netmon"))
+    assert "lost during step 'safety-dump': pg_dump netmon" in err.value.message and "rerun" in err.value.message
+    assert json.loads(r.audit.path.read_text())["kind"] == "lost"
+
+
+def test_exit_minus_one_on_a_live_connection_is_an_ordinary_failure(tmp_path):
+    c = FakeContext([("false", "", -1)])
+    c.transport = _Transport(True)
+    r = Runner(c, "s1")
+    with pytest.raises(CommandFailed):
+        r.must(Command("false"))
+

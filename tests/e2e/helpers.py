@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,14 +16,26 @@ AUDIT_DIR = ROOT / "logs"
 PSQL = "docker exec -i netmon-db psql -U netmon -X -tA -v ON_ERROR_STOP=1"
 
 
-def fab(lab, site: str, *args: str, env: dict | None = None, timeout: float = 600,
-        ssh_config: Path | None = None) -> subprocess.CompletedProcess:
-    """`fab -S ssh_config -H site ARGS` from the checkout, no terminal, the lab's inventory."""
+def _fab_argv_env(lab, site: str, args, env: dict | None, ssh_config: Path | None) -> tuple[list[str], dict]:
     full_env = {**os.environ, "NETMON_INVENTORY": str(lab.inventory), "NETMON_AUDIT_DIR": str(AUDIT_DIR)}
     full_env.pop("NETMON_ADMIN_PASSWORD", None)
     full_env.update(env or {})
-    return subprocess.run([str(FAB), "-S", str(ssh_config or lab.ssh_config), "-H", site, *args], cwd=ROOT,
-                          env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return [str(FAB), "-S", str(ssh_config or lab.ssh_config), "-H", site, *args], full_env
+
+
+def fab(lab, site: str, *args: str, env: dict | None = None, timeout: float = 600,
+        ssh_config: Path | None = None) -> subprocess.CompletedProcess:
+    """`fab -S ssh_config -H site ARGS` from the checkout, no terminal, the lab's inventory."""
+    argv, full_env = _fab_argv_env(lab, site, args, env, ssh_config)
+    return subprocess.run(argv, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def fab_start(lab, site: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`fab` as :func:`fab` runs it, in the background (to act on the site while it works)."""
+    argv, full_env = _fab_argv_env(lab, site, args, env, None)
+    return subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
 
 
 def ssh(lab, site: str, command: str, stdin: str | None = None, check: bool = True) -> str:
@@ -120,3 +133,59 @@ def assert_rolled_back(lab, site: str) -> None:
 def audit_text(since: float) -> str:
     """Every audit log line written since ``since`` (epoch seconds)."""
     return "".join(p.read_text() for p in AUDIT_DIR.glob("audit_*.jsonl") if p.stat().st_mtime >= since)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def site_sql(lab, site: str, query: str, db: str = "netmon") -> str:
+    """A query run on the site's console (nsenter, no SSH): usable while SSH sessions are being killed."""
+    out = lab.site(site).run(f"{PSQL} -d {db}", input=query + "\n", check=False)
+    return out.stdout.strip()
+
+
+def ssh_session_pids(lab, site: str) -> list[int]:
+    """The sshd processes serving the site's open connections: every sshd below its listener."""
+    listener = int((lab.site(site).dir / "ssh/sshd.pid").read_text())
+    parent: dict[int, int] = {}
+    comm: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        head, _, rest = stat.rpartition(")")
+        pid = int(entry.name)
+        comm[pid] = head.partition("(")[2]
+        parent[pid] = int(rest.split()[1])
+
+    def below(pid: int) -> bool:
+        seen = set()
+        while pid in parent and pid not in seen:
+            seen.add(pid)
+            pid = parent[pid]
+            if pid == listener:
+                return True
+        return False
+
+    return sorted(p for p in parent if p != listener and comm[p].startswith("sshd") and below(p))
+
+
+def kill_ssh_sessions(lab, site: str) -> list[int]:
+    """Cut every SSH connection to the site as a dying link would (the listener stays): SIGKILL the
+    per-connection sshd processes, so the client's socket closes under a running command."""
+    pids = ssh_session_pids(lab, site)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids

@@ -7,11 +7,24 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import AUDIT_DIR, audit_text, fab, snapshot, ssh
+from tests.e2e.helpers import (
+    AUDIT_DIR,
+    assert_rolled_back,
+    audit_text,
+    fab,
+    fab_start,
+    kill_ssh_sessions,
+    site_sql,
+    snapshot,
+    sql,
+    ssh,
+    wait_until,
+)
 
 pytestmark = pytest.mark.lab
 
 TSDB_DUMP = "/root/with tsdb $(touch pwned).dump"
+ALTERED_DUMP = "/root/netmon_pre_tsdb_19990101_000000.dump"
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +33,10 @@ def lab(lab_factory):
     backup = ssh(lab, "lab1", "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
     ssh(lab, "lab1", f"head -c $(( $(stat -c %s {backup}) / 2 )) {backup} > /root/half.dump")
     ssh(lab, "lab1", f"docker exec netmon-db pg_dump -U netmon -Fc netmon > '{TSDB_DUMP}'")
+    # a sealed backup whose bytes changed afterwards (one byte in the middle): its .sha256 no longer matches
+    name = ALTERED_DUMP.rsplit("/", 1)[1]
+    ssh(lab, "lab1", f"cp {backup} {ALTERED_DUMP} && sha256sum {backup} | sed 's/ .*/  {name}/' > {ALTERED_DUMP}.sha256 && "
+                     f"printf 'X' | dd of={ALTERED_DUMP} bs=1 seek=$(( $(stat -c %s {backup}) / 2 )) conv=notrunc 2>/dev/null")
     return lab
 
 
@@ -37,6 +54,8 @@ CASES = {
                    "not a pg_dump archive"),
     "truncated-dump": (["rollback", "--mode=restore", "--dump=/root/half.dump", "--yes"], "truncated or damaged"),
     "timescaledb-dump": (["rollback", "--mode=restore", f"--dump={TSDB_DUMP}", "--yes"], "TimescaleDB objects"),
+    "altered-dump": (["rollback", "--mode=restore", f"--dump={ALTERED_DUMP}", "--yes"],
+                     f"{ALTERED_DUMP} does not match its recorded sha256"),
     "unknown-commit": (["rollback", "--mode=clean", "--commit=deadbeef", "--yes"], "commit 'deadbeef' not found"),
     "no-terminal": (["rollback", "--mode=clean"], "no terminal"),
     "reset-unconfirmed": (["reset", "--confirm=lab2"], "--confirm=lab1"),
@@ -116,3 +135,46 @@ def test_admin_password_never_leaves_in_clear(lab):
     assert password not in text and password not in out.stdout + out.stderr  # ...without the password
     assert "Bearer" not in text
     assert AUDIT_DIR.is_dir()
+
+
+LOCKER = "BEGIN; LOCK TABLE dashboards IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(90); COMMIT"
+UNLOCK = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(90)%' " \
+         "AND pid <> pg_backend_pid()"
+
+
+def test_connection_lost_mid_step_fails_naming_it_and_a_rerun_finishes(lab):
+    """The SSH connection dies while the safety dump runs: one line naming the step, non-zero exit,
+    nothing destroyed; the same command again finishes the rollback. (Runs last: it rolls lab2 back.)"""
+    flows = int(sql(lab, "lab2", "SELECT count(*) FROM flow_records"))
+    before = snapshot(lab, "lab2")
+    # another session holds a lock pg_dump must wait for, so the safety dump stays under way
+    lab.site("lab2").run(f"setsid docker exec netmon-db psql -U netmon -d netmon -X -c '{LOCKER}' >/dev/null 2>&1 &")
+    assert wait_until(lambda: site_sql(lab, "lab2", "SELECT count(*) FROM pg_locks WHERE mode='AccessExclusiveLock' "
+                                                    "AND relation='dashboards'::regclass") == "1", 20)
+    started = time.monotonic()
+    proc = fab_start(lab, "lab2", "rollback", "--mode=restore", "--yes")
+    try:
+        dumping = wait_until(lambda: site_sql(lab, "lab2", "SELECT count(*) FROM pg_stat_activity WHERE "
+                                                           "application_name='pg_dump' AND wait_event_type='Lock'") == "1",
+                             60)
+        assert dumping, "the safety dump never started"
+        assert kill_ssh_sessions(lab, "lab2")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        site_sql(lab, "lab2", UNLOCK)
+    assert proc.returncode != 0, out
+    assert len(err.strip().splitlines()) == 1, err
+    assert "lost during step 'safety-dump'" in err and "rerun" in err, err
+    assert time.monotonic() - started < 60
+    # nothing destroyed: the database, its extension and data, the files and the containers as they were
+    after = snapshot(lab, "lab2")
+    for key in ("dbs", "ext", "children", "preload", "files", "containers"):
+        assert after[key] == before[key], key
+    assert int(sql(lab, "lab2", "SELECT count(*) FROM flow_records")) >= flows
+    # the same command again finishes the job
+    out = fab(lab, "lab2", "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert_rolled_back(lab, "lab2")
+    assert fab(lab, "lab2", "verify").returncode == 0
