@@ -13,7 +13,7 @@ from . import commands as cmds
 from . import database, dumps, files, stack
 from .commands import Command, q
 from .dumps import DumpInfo
-from .errors import CommandFailed, InputError, PreflightError
+from .errors import CommandFailed, ConnectError, InputError, PreflightError
 from .inventory import SiteSettings
 from .probes import APP_FILES, SAFETY_PREFIX, SiteState, dump_backups, is_timescale_image, probe_site, require_site
 
@@ -62,7 +62,8 @@ class Plan:
     revision: str | None = None
 
     def render(self) -> str:
-        lines = [f"Plan for {self.site} (--mode={self.mode}):"]
+        label = f"--mode={self.mode}" if self.mode in MODES else self.mode
+        lines = [f"Plan for {self.site} ({label}):"]
         for i, step in enumerate(self.steps, 1):
             lines.append(f"  {i}. {step.title}")
             for c in step.commands:
@@ -97,40 +98,7 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
     pf = Preflight(state)
     if state.rolled_back:
         return pf
-    # files: a git revision, or the manual revert
-    if opts.commit:
-        if not state.git:
-            raise InputError(f"--commit given but {site.app_dir} on {runner.site} is not a git repository — drop --commit")
-        out = runner.run(Command(f"git -C {q(site.app_dir)} rev-parse --verify --quiet {q(opts.commit + '^{commit}')}",
-                                 what="resolve --commit", changes=False, ok_codes=(0, 1, 128)))
-        if not out.ok or not out.stdout.strip():
-            raise InputError(f"commit {opts.commit!r} not found in {site.app_dir} — give a revision from `git log` there")
-        pf.revision = out.stdout.strip()
-        out = runner.run(Command(f"git -C {q(site.app_dir)} show {q(pf.revision + ':docker-compose.yml')}",
-                                 what="compose file at --commit", changes=False, ok_codes=(0, 128)))
-        if out.ok and "timescale" in out.stdout.lower():
-            raise InputError(f"commit {opts.commit} still runs TimescaleDB in docker-compose.yml — "
-                             "give the commit before the migration")
-    elif state.git:
-        pf.revision = state.pre_migration_rev()
-    if pf.revision:
-        out = runner.run(Command(f"git -C {q(site.app_dir)} ls-tree -r --name-only {q(pf.revision)} -- "
-                                 + " ".join(q(f) for f in APP_FILES), what="files at the revision", changes=False))
-        pf.files_in_rev = [f for f in out.stdout.split() if f in APP_FILES]
-        how = "--commit" if opts.commit else "newest commit on the plain image"
-        pf.findings.append(f"pre-migration revision: {pf.revision[:12]} ({how})")
-    else:
-        for rel in ("scripts/init.sql", "backend/requirements.txt"):
-            if rel in state.files:
-                out = runner.run(Command(f"cat {q(site.app_dir + '/' + rel)}", what=f"read {rel}", changes=False))
-                state.file_texts[rel] = out.stdout
-        state.file_texts["docker-compose.yml"] = state.compose_text
-        pf.findings.append("no pre-migration commit found: files will be reverted by hand (manual revert)")
-        if state.mentions and not opts.dry_run:
-            raise PreflightError(f"{', '.join(state.mentions)} in {site.app_dir} on {runner.site} still use TimescaleDB and no "
-                                 "git commit holds the pre-migration version — revert them by hand (runbook step 2, "
-                                 "option B) or give --commit, then rerun")
-    # the dump
+    find_revision(runner, site, pf, opts.commit, dry_run=opts.dry_run)
     # the dump (checked in the container: once the database runs, if it does not yet)
     if opts.mode == "restore" and state.db_answers and not restore_already_swapped(site, state):
         path = opts.dump
@@ -161,6 +129,45 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
             raise PreflightError(f"the database volume has {state.db_free_kb // 1024} MiB free, the side restore may need "
                                  f"{state.db_size // 2**20} MiB — free space or use --mode=clean")
     return pf
+
+
+def find_revision(runner, site: SiteSettings, pf: Preflight, commit: str | None = None, dry_run: bool = False) -> None:
+    """Read-only: how the five files go back — the pre-migration git revision (``commit``, else the
+    newest commit on the plain image) or the manual revert (its inputs read into ``pf.state``).
+    Refuses, changing nothing, when neither can revert files that still use TimescaleDB."""
+    state = pf.state
+    if commit:
+        if not state.git:
+            raise InputError(f"--commit given but {site.app_dir} on {runner.site} is not a git repository — drop --commit")
+        out = runner.run(Command(f"git -C {q(site.app_dir)} rev-parse --verify --quiet {q(commit + '^{commit}')}",
+                                 what="resolve --commit", changes=False, ok_codes=(0, 1, 128)))
+        if not out.ok or not out.stdout.strip():
+            raise InputError(f"commit {commit!r} not found in {site.app_dir} — give a revision from `git log` there")
+        pf.revision = out.stdout.strip()
+        out = runner.run(Command(f"git -C {q(site.app_dir)} show {q(pf.revision + ':docker-compose.yml')}",
+                                 what="compose file at --commit", changes=False, ok_codes=(0, 128)))
+        if out.ok and "timescale" in out.stdout.lower():
+            raise InputError(f"commit {commit} still runs TimescaleDB in docker-compose.yml — "
+                             "give the commit before the migration")
+    elif state.git:
+        pf.revision = state.pre_migration_rev()
+    if pf.revision:
+        out = runner.run(Command(f"git -C {q(site.app_dir)} ls-tree -r --name-only {q(pf.revision)} -- "
+                                 + " ".join(q(f) for f in APP_FILES), what="files at the revision", changes=False))
+        pf.files_in_rev = [f for f in out.stdout.split() if f in APP_FILES]
+        how = "--commit" if commit else "newest commit on the plain image"
+        pf.findings.append(f"pre-migration revision: {pf.revision[:12]} ({how})")
+    else:
+        for rel in ("scripts/init.sql", "backend/requirements.txt"):
+            if rel in state.files:
+                out = runner.run(Command(f"cat {q(site.app_dir + '/' + rel)}", what=f"read {rel}", changes=False))
+                state.file_texts[rel] = out.stdout
+        state.file_texts["docker-compose.yml"] = state.compose_text
+        pf.findings.append("no pre-migration commit found: files will be reverted by hand (manual revert)")
+        if state.mentions and not dry_run:
+            raise PreflightError(f"{', '.join(state.mentions)} in {site.app_dir} on {runner.site} still use TimescaleDB and no "
+                                 "git commit holds the pre-migration version — revert them by hand (runbook step 2, "
+                                 "option B) or give --commit, then rerun")
 
 
 def restore_already_swapped(site: SiteSettings, state: SiteState) -> bool:
@@ -225,7 +232,7 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         leftovers = [d for d in state.leftovers if d.startswith("netmon_restore_")]
         if leftovers:
             plan.steps.append(Step("drop-leftovers", "drop unfinished side databases of an earlier restore",
-                                   database.drop_database_commands(site, leftovers)))
+                                   database.drop_database_commands(site, leftovers, force=True)))
     else:
         plan.steps.extend(restore_steps(site, pf, ts, plain))
     if other_dbs:
@@ -243,6 +250,31 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
     plan.steps.extend(revert)
     plan.steps.append(Step("start-db", "start the database on the plain image", stack.start_db(site)))
     plan.steps.append(Step("start-app", "start the rest of the stack and wait for the backend's health", stack.start_app(site)))
+    return plan
+
+
+def reset_plan(site: SiteSettings, pf: Preflight, ts: str, where: str | None = None) -> Plan:
+    """The last resort (pure): a safety dump when the database answers, the stack stopped, the five
+    files reverted to the pre-migration revision (the rollback's own revert step), the volume
+    removed, and the stack started fresh on the plain image: the backend recreates its tables and
+    the default admin."""
+    state = pf.state
+    plan = Plan(site=where or site.name, mode="reset", ts=ts, findings=list(pf.findings), revision=pf.revision)
+    if state.db_answers and site.db_name in state.databases:
+        plan.safety_dump = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}.dump"
+        plan.steps.append(Step("safety-dump", f"safety dump of {site.db_name} to {plan.safety_dump}",
+                               dumps.make_dump_commands(site, plan.safety_dump, DumpInfo(plan.safety_dump),
+                                                        what="safety dump")))
+    else:
+        plan.findings.append(f"the database does not answer ({state.db_error or 'not running'}): no safety dump possible")
+    plan.steps.append(Step("stop-stack", "stop the stack", stack.down(site)))
+    if state.compose_timescale or state.mentions:
+        plan.steps.extend(files_revert_steps(site, pf, ts, plan))
+    plan.steps.append(Step("remove-volume", f"remove the database volume {site.volume} (every row is lost)",
+                           stack.remove_volume(site)))
+    plan.steps.append(Step("start-db", "start the database fresh on the plain image", stack.start_db(site)))
+    plan.steps.append(Step("start-app", "start the rest of the stack and wait for the backend's health "
+                                        "(it recreates its tables and the default admin)", stack.start_app(site)))
     return plan
 
 
@@ -310,7 +342,7 @@ def apply_plan(runner, plan: Plan) -> list[tuple[str, float]]:
                 runner.printer.line(f"      would run: {command.display()}")
             try:
                 runner.must(command)
-            except CommandFailed:
+            except (CommandFailed, ConnectError):
                 runner.printer.progress(f"[{i}/{total}] FAILED: {step.title} ({time.monotonic() - started:.1f}s)")
                 raise
         seconds = time.monotonic() - started

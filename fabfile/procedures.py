@@ -14,15 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import commands as cmds
-from . import dumps, stack
+from . import dumps
 from .commands import Command, q
 from .connection import harden, open_checked
 from .dumps import DumpInfo
-from .errors import InputError, Refused, RollbackError, VerifyFailed
+from .errors import CommandFailed, InputError, Refused, RollbackError, VerifyFailed
 from .inventory import SiteSettings, admin_password
-from .plan import Plan, RollbackOptions, apply_plan, build_plan, preflight
-from .probes import SAFETY_PREFIX, dump_backups, probe_site, require_site
+from .plan import Plan, Preflight, RollbackOptions, apply_plan, build_plan, find_revision, preflight, reset_plan, running_plain
+from .probes import dump_backups, probe_site, require_site
 from .report import Printer, checks_table, human_age, human_size, table
 from .runner import AuditLog, Runner
 from .status import status_report
@@ -232,35 +231,33 @@ def rollback_site(c, site: SiteSettings, opts: RollbackOptions, confirm: Callabl
 
 # --- reset ----------------------------------------------------------------------------------
 
-def reset_site(c, site: SiteSettings, printer: Printer | None = None) -> HostResult:
-    """The last resort: safety dump when the database answers, compose down, volume removed, stack
-    started fresh. The caller has checked --confirm."""
+def reset_site(c, site: SiteSettings, printer: Printer | None = None, commit: str | None = None) -> HostResult:
+    """The last resort: safety dump when the database answers, stack stopped, the five files back at
+    the pre-migration revision, volume removed, stack started fresh on the plain image, health
+    waited for, and the state read back. The caller has checked --confirm."""
     def body() -> HostResult:
         runner = session(c, site, "reset", printer)
+        out = runner.printer
+        out.progress(f"preflight on {runner.site} (read-only)")
         state = probe_site(runner, site)
         require_site(site, state, runner.site)
-        steps: list[tuple[str, list[Command]]] = []
-        safety = None
-        if state.db_answers:
-            safety = f"{site.backup_dir}/{SAFETY_PREFIX}{dumps.utc_stamp()}.dump"
-            steps.append(("safety dump", dumps.make_dump_commands(site, safety, DumpInfo(safety), what="safety dump")))
-        steps.append(("stop the stack", stack.down(site)))
-        steps.append(("remove the volume", [Command(f"docker volume rm {q(site.volume)}", what=f"docker volume rm {site.volume}",
-                                                   ok_codes=(0, 1),
-                                                   check=lambda r: None if r.ok or "no such volume" in r.stderr.lower()
-                                                   else (r.stderr.strip() or "volume rm failed"))]))
-        steps.append(("start the stack fresh", [Command(cmds.compose(site, "up", "-d"), what="docker compose up -d"),
-                                                *stack.start_db(site)[1:], *stack.start_app(site)[1:]]))
-        for title, commands in steps:
-            runner.step = title
-            runner.printer.progress(f"{title} ...")
-            for command in commands:
-                runner.must(command)
-            runner.printer.progress(f"done: {title}")
-        runner.printer.line("The database was recreated empty; the backend created its tables and the default admin.")
-        if safety:
-            runner.printer.line(f"Safety dump of the old database: {safety}")
-        return HostResult(runner.site, "reset", True, summary="reset", data={"safety_dump": safety},
+        pf = Preflight(state)
+        find_revision(runner, site, pf, commit)
+        plan = reset_plan(site, pf, dumps.utc_stamp(), where=runner.site)
+        for line in plan.findings:
+            out.line(f"  - {line}")
+        out.block(plan.render())
+        apply_plan(runner, plan)
+        runner.step = "check"
+        after = probe_site(runner, site)
+        if not after.db_answers or after.timescale_anywhere or not running_plain(site, after):
+            raise CommandFailed(f"after the reset {runner.site} still does not run plain PostgreSQL "
+                                f"({after.db_error or 'TimescaleDB still set somewhere'}) — run status and look")
+        out.line("The database was recreated empty on the plain image; the backend created its tables and the default admin.")
+        if plan.safety_dump:
+            out.line(f"Safety dump of the old database: {plan.safety_dump} (+ .sha256)")
+        out.progress(f"reset of {runner.site} finished")
+        return HostResult(runner.site, "reset", True, summary="reset", data={"safety_dump": plan.safety_dump},
                           audit_log=str(runner.audit.path))
     return _guard("reset", site, printer, body)
 

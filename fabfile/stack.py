@@ -41,5 +41,13 @@ def start_app(site: SiteSettings) -> list[Command]:
     ]
 
 
+def remove_volume(site: SiteSettings) -> list[Command]:
+    """docker volume rm; a volume that is already gone is fine (a rerun)."""
+    def judge(r) -> str | None:
+        return None if r.ok or "no such volume" in (r.stderr + r.stdout).lower() else (r.stderr.strip() or "volume rm failed")
+    return [Command(f"docker volume rm {cmds.q(site.volume)}", what=f"docker volume rm {site.volume}", ok_codes=(0, 1),
+                    check=judge)]
+
+
 def start_all(site: SiteSettings) -> list[Command]:
     return [Command(cmds.compose(site, "up", "-d"), what="docker compose up -d")]

@@ -94,15 +94,17 @@ def verify(c, json=False, inventory=None):
     _finish(result)
 
 
-@task(auto_shortflags=False, help={"confirm": "the server's name exactly as given to -H (required)", "inventory": INVENTORY_HELP})
+@task(auto_shortflags=False, help={"confirm": "the server's name exactly as given to -H (required)",
+                                   "commit": "git revision to revert the five files to (default: newest on the plain image)",
+                                   "inventory": INVENTORY_HELP})
 @as_exit
-def reset(c, confirm=None, inventory=None):
-    """Last resort: remove the database volume and start fresh (ALL data lost; safety dump first)."""
+def reset(c, confirm=None, commit=None, inventory=None):
+    """Last resort: files reverted, volume removed, fresh start on plain PostgreSQL (ALL data lost; safety dump first)."""
     host = getattr(c, "original_host", None)
     if not confirm or confirm != host:
         raise InputError(f"reset destroys every row on {host}: rerun with --confirm={host} to mean it")
     c, site = _site(c, inventory)
-    _finish(procedures.reset_site(c, site, Printer(site.name)))
+    _finish(procedures.reset_site(c, site, Printer(site.name), commit=commit))
 
 
 @task(auto_shortflags=False, name="fetch-dump",

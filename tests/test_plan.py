@@ -5,7 +5,7 @@ import pytest
 from fabfile.dumps import DumpInfo
 from fabfile.errors import InputError
 from fabfile.inventory import SiteSettings
-from fabfile.plan import Preflight, RollbackOptions, apply_plan, build_plan
+from fabfile.plan import Preflight, RollbackOptions, apply_plan, build_plan, reset_plan
 from fabfile.probes import Backup, Container, Readback, SiteState
 from fabfile.report import Printer
 from fabfile.runner import Outcome, Runner
@@ -152,3 +152,29 @@ def test_options_validation():
         RollbackOptions(mode="fast").validate()
     with pytest.raises(InputError, match="--dump only applies"):
         RollbackOptions(mode="clean", dump="/x").validate()
+
+
+def test_reset_plan_dumps_stops_reverts_files_then_removes_the_volume():
+    plan = reset_plan(SITE, Preflight(migrated(), revision="aaa", files_in_rev=["docker-compose.yml"]), TS)
+    assert keys(plan) == ["safety-dump", "stop-stack", "revert-files", "remove-volume", "start-db", "start-app"]
+    assert plan.safety_dump == f"/root/netmon_pre_rollback_{TS}.dump"
+    # the rollback's own revert step: the files saved, then checked out at the pre-migration revision
+    assert "git -C /root/netmon checkout aaa -- docker-compose.yml" in plan.steps[2].commands[-1].cmd
+    assert plan.steps[3].commands[0].cmd == "docker volume rm netmon_postgres_data"
+    assert "(reset)" in plan.render().splitlines()[0]
+
+
+def test_reset_plan_without_a_database_skips_the_dump_and_on_plain_files_skips_the_revert():
+    state = migrated(db_answers=False, db_image="postgres:16-alpine", db_command="", mentions=[])
+    plan = reset_plan(SITE, Preflight(state, revision="aaa"), TS)
+    assert keys(plan) == ["stop-stack", "remove-volume", "start-db", "start-app"]
+    assert plan.safety_dump is None and any("no safety dump" in f for f in plan.findings)
+
+
+def test_unfinished_side_database_is_dropped_with_force():
+    state = migrated(databases={"netmon": True, "postgres": True, "template1": True, "template0": False,
+                                "netmon_restore_20250101_000000": True})
+    dump = DumpInfo("/root/netmon_pre_tsdb_20250101_000000.dump", readback=Readback(counts={"public.flow_records": 3}))
+    plan = build_plan(SITE, Preflight(state, dump=dump, revision="aaa"), RollbackOptions(mode="restore"), TS)
+    side = next(s for s in plan.steps if s.key == "restore-side")
+    assert 'DROP DATABASE IF EXISTS "netmon_restore_20250101_000000" WITH (FORCE)' in shlex.split(side.commands[0].cmd)[-1]

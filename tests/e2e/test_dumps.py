@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from tests.e2e.helpers import fab, http_code, snapshot, sql, ssh
+from tests.e2e.helpers import fab, http_code, login_and_stats, snapshot, sql, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -59,16 +59,35 @@ def test_fetch_of_a_missing_dump_is_refused(lab, tmp_path):
     assert out.returncode != 0 and "not found" in out.stderr and not list(tmp_path.iterdir())
 
 
-def test_reset_recreates_the_database_after_a_safety_dump(lab):
-    flows = int(sql(lab, "lab2", "SELECT count(*) FROM flow_records"))
+def test_reset_reverts_the_files_and_starts_fresh_on_plain_postgres(lab):
+    devices = int(sql(lab, "lab2", "SELECT count(*) FROM devices"))
+    assert devices > 0 and sql(lab, "lab2", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "1"
     before = snapshot(lab, "lab2")
     out = fab(lab, "lab2", "reset", "--confirm=lab2x")
-    assert out.returncode != 0 and snapshot(lab, "lab2") == before
+    assert out.returncode != 0 and "--confirm=lab2" in out.stderr and snapshot(lab, "lab2") == before
     out = fab(lab, "lab2", "reset", "--confirm=lab2")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert ssh(lab, "lab2", "cd /root && sha256sum -c netmon_pre_rollback_*.dump.sha256 >/dev/null && echo ok") == "ok"
-    assert int(sql(lab, "lab2", "SELECT count(*) FROM flow_records")) < flows
+    # the safety dump of the old database, sealed, with the old rows in it
+    safety = ssh(lab, "lab2", "ls /root/netmon_pre_rollback_*.dump")
+    assert len(safety.split()) == 1
+    assert ssh(lab, "lab2", f"cd /root && sha256sum -c {safety}.sha256 >/dev/null && echo ok") == "ok"
+    awk = r"""/^COPY public.devices /{c=1; next} c && /^\\\.$/{c=0} c{n++} END{print n+0}"""
+    assert ssh(lab, "lab2", f"docker exec -i netmon-db pg_restore -f - < {safety} | awk '{awk}'") == str(devices)
+    # the files at the pre-migration revision, the database fresh on the plain image
+    compose = ssh(lab, "lab2", "cd /root/netmon && docker compose config --images")
+    assert "postgres:16-alpine" in compose.split() and "timescale" not in compose
+    pre_migration = "$(git log --format=%H -1 -S timescale -- docker-compose.yml)~1"  # the migration commit's parent
+    assert ssh(lab, "lab2", f"cd /root/netmon && git diff --quiet {pre_migration} -- docker-compose.yml scripts/init.sql "
+                            "backend/requirements.txt backend/app/main.py backend/app/services/flow_rollup.py "
+                            "&& echo same") == "same"
+    assert ssh(lab, "lab2", "docker inspect --format '{{.Config.Image}} {{.State.Status}}' netmon-db") == \
+        "postgres:16-alpine running"
+    for db in ("netmon", "template1", "postgres"):
+        assert sql(lab, "lab2", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=db) == "0", db
+    assert "timescaledb" not in sql(lab, "lab2", "SHOW shared_preload_libraries")
     assert sql(lab, "lab2", "SELECT count(*) FROM information_schema.tables WHERE table_schema='public' "
                             "AND table_type='BASE TABLE'") == "32"
+    assert sql(lab, "lab2", "SELECT count(*) FROM devices") == "0"
     assert sql(lab, "lab2", "SELECT count(*) FROM users") == "1"  # the default admin only
     assert http_code(lab, "lab2", "/api/health") == "200"
+    assert login_and_stats(lab, "lab2") == ("200", "200")
