@@ -3,7 +3,8 @@
 Fabric's Connection accepts any host key (paramiko AutoAddPolicy, no known_hosts loaded).
 :func:`harden` fixes a Connection before it opens: known_hosts from ssh_config's
 UserKnownHostsFile (else ~/.ssh/known_hosts), StrictHostKeyChecking yes (default) / accept-new /
-no, a connect timeout, and a keepalive once open. Secrets never go through Fabric's inline env:
+no, a connect timeout, and once open a keepalive that also detects a dead link
+(ServerAliveInterval / ServerAliveCountMax from ssh_config). Secrets never go through Fabric's inline env:
 nothing here (or in runner.py) passes ``env=`` to ``run``.
 """
 
@@ -22,7 +23,8 @@ from .inventory import SiteSettings
 
 DEFAULT_CONNECT_TIMEOUT = 15
 KEEPALIVE_SECONDS = 15
-#: a link that acknowledges nothing for this long is dead (ssh's ServerAliveInterval x CountMax)
+#: a link that acknowledges nothing for this long is dead (ssh_config's ServerAliveInterval x
+#: ServerAliveCountMax override both)
 DEAD_LINK_SECONDS = 45
 
 # paramiko logs transport failures with tracebacks on stderr; they reach the user as one-line errors.
@@ -148,7 +150,21 @@ def open_checked(c) -> None:
     except (paramiko.SSHException, OSError, EOFError) as err:
         raise ConnectError(f"cannot connect to {where}: {err} — check the address, port and sshd") from None
     if c.transport is not None:
-        keep_alive(c.transport)
+        keep_alive(c.transport, *alive_settings(dict(getattr(c, "ssh_config", {}) or {})))
+
+
+def alive_settings(ssh_config: dict) -> tuple[int, int]:
+    """(keepalive interval, seconds after which a silent link is dead) from ssh_config's
+    ServerAliveInterval and ServerAliveCountMax (ssh: 0 = off; here the default is 15 s x 3)."""
+    def number(key: str, default: int) -> int:
+        try:
+            value = int(str(ssh_config.get(key, default)).strip())
+        except ValueError:
+            return default
+        return value if value > 0 else default
+    interval = number("serveraliveinterval", KEEPALIVE_SECONDS)
+    count = number("serveralivecountmax", DEAD_LINK_SECONDS // KEEPALIVE_SECONDS)
+    return interval, interval * count
 
 
 def keep_alive(transport, interval: int = KEEPALIVE_SECONDS, dead_after: int = DEAD_LINK_SECONDS) -> None:

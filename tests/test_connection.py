@@ -10,6 +10,7 @@ from fabfile.connection import (
     AcceptNew,
     RejectUnknown,
     UnknownHostKey,
+    alive_settings,
     harden,
     keep_alive,
     make_connection,
@@ -74,3 +75,14 @@ def test_keep_alive_bounds_a_dead_link():
         assert t.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == DEAD_LINK_SECONDS * 1000
     finally:
         t.sock.close()
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ({}, (15, 45)),
+    ({"serveraliveinterval": "2", "serveralivecountmax": "3"}, (2, 6)),
+    ({"serveraliveinterval": "0"}, (15, 45)),  # ssh's "off" still gets the default here
+    ({"serveraliveinterval": "5"}, (5, 15)),
+    ({"serveraliveinterval": "x"}, (15, 45)),
+])
+def test_alive_settings_from_ssh_config(config, expected):
+    assert alive_settings(config) == expected

@@ -31,9 +31,9 @@ def fab(lab, site: str, *args: str, env: dict | None = None, timeout: float = 60
                           stdin=subprocess.DEVNULL)
 
 
-def fab_start(lab, site: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+def fab_start(lab, site: str, *args: str, env: dict | None = None, ssh_config: Path | None = None) -> subprocess.Popen:
     """`fab` as :func:`fab` runs it, in the background (to act on the site while it works)."""
-    argv, full_env = _fab_argv_env(lab, site, args, env, None)
+    argv, full_env = _fab_argv_env(lab, site, args, env, ssh_config)
     return subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
 

@@ -3,6 +3,7 @@ non-zero exit, and the server is read back to prove nothing changed; secrets sta
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -142,39 +143,62 @@ UNLOCK = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE qu
          "AND pid <> pg_backend_pid()"
 
 
-def test_connection_lost_mid_step_fails_naming_it_and_a_rerun_finishes(lab):
-    """The SSH connection dies while the safety dump runs: one line naming the step, non-zero exit,
-    nothing destroyed; the same command again finishes the rollback. (Runs last: it rolls lab2 back.)"""
-    flows = int(sql(lab, "lab2", "SELECT count(*) FROM flow_records"))
-    before = snapshot(lab, "lab2")
-    # another session holds a lock pg_dump must wait for, so the safety dump stays under way
-    lab.site("lab2").run(f"setsid docker exec netmon-db psql -U netmon -d netmon -X -c '{LOCKER}' >/dev/null 2>&1 &")
-    assert wait_until(lambda: site_sql(lab, "lab2", "SELECT count(*) FROM pg_locks WHERE mode='AccessExclusiveLock' "
-                                                    "AND relation='dashboards'::regclass") == "1", 20)
-    started = time.monotonic()
-    proc = fab_start(lab, "lab2", "rollback", "--mode=restore", "--yes")
+def cut_during_safety_dump(lab, site: str, cut, ssh_config=None) -> tuple[int, str, float]:
+    """`rollback --mode=restore --yes` whose connection ``cut(lab, site)`` breaks while the safety dump
+    is under way (another session holds a lock pg_dump waits for). (exit status, stderr, seconds
+    from the cut to the exit)."""
+    lab.site(site).run(f"setsid docker exec netmon-db psql -U netmon -d netmon -X -c '{LOCKER}' >/dev/null 2>&1 &")
+    proc = fab_start(lab, site, "rollback", "--mode=restore", "--yes", ssh_config=ssh_config)
     try:
-        dumping = wait_until(lambda: site_sql(lab, "lab2", "SELECT count(*) FROM pg_stat_activity WHERE "
-                                                           "application_name='pg_dump' AND wait_event_type='Lock'") == "1",
+        dumping = wait_until(lambda: site_sql(lab, site, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                                         "application_name='pg_dump' AND wait_event_type='Lock'") == "1",
                              60)
         assert dumping, "the safety dump never started"
-        assert kill_ssh_sessions(lab, "lab2")
-        out, err = proc.communicate(timeout=60)
+        started = time.monotonic()
+        undo = cut(lab, site)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if undo:
+                undo()
+        return proc.returncode, err, time.monotonic() - started
     finally:
         if proc.poll() is None:
             proc.kill()
-        site_sql(lab, "lab2", UNLOCK)
-    assert proc.returncode != 0, out
-    assert len(err.strip().splitlines()) == 1, err
-    assert "lost during step 'safety-dump'" in err and "rerun" in err, err
-    assert time.monotonic() - started < 60
-    # nothing destroyed: the database, its extension and data, the files and the containers as they were
-    after = snapshot(lab, "lab2")
-    for key in ("dbs", "ext", "children", "preload", "files", "containers"):
-        assert after[key] == before[key], key
-    assert int(sql(lab, "lab2", "SELECT count(*) FROM flow_records")) >= flows
+        site_sql(lab, site, UNLOCK)
+
+
+def kill_sessions(lab, site):
+    assert kill_ssh_sessions(lab, site)
+
+
+def link_down(lab, site):
+    veth = lab.site(site).veth
+    subprocess.run(["ip", "link", "set", veth, "down"], check=True)
+    return lambda: subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+
+
+def test_connection_lost_mid_step_fails_naming_it_and_a_rerun_finishes(lab, tmp_path):
+    """The SSH connection dies while the safety dump runs — its sshd killed (the socket closes), then
+    the link dropped (nothing answers, no FIN): one line naming the step, non-zero exit, bounded
+    time, nothing destroyed; the same command again finishes the rollback. (Runs last: lab2 ends
+    rolled back.)"""
+    flows = int(sql(lab, "lab2", "SELECT count(*) FROM flow_records"))
+    before = snapshot(lab, "lab2")
+    # ssh_config's ServerAlive* set how soon a silent link counts as dead (default 15 s x 3)
+    quick = tmp_path / "ssh_config"
+    quick.write_text("Host *\n  ServerAliveInterval 2\n  ServerAliveCountMax 3\n\n" + lab.ssh_config.read_text())
+    for cut, bound, ssh_config in ((kill_sessions, 15, None), (link_down, 20, quick)):
+        code, err, seconds = cut_during_safety_dump(lab, "lab2", cut, ssh_config)
+        assert code != 0 and len(err.strip().splitlines()) == 1, (cut.__name__, err)
+        assert "lost during step 'safety-dump'" in err and "rerun" in err, (cut.__name__, err)
+        assert seconds < bound, (cut.__name__, seconds)
+        # nothing destroyed: the database, its extension and data, the files and the containers as they were
+        after = snapshot(lab, "lab2")
+        for key in ("dbs", "ext", "children", "preload", "files", "containers"):
+            assert after[key] == before[key], (cut.__name__, key)
+        assert int(sql(lab, "lab2", "SELECT count(*) FROM flow_records")) >= flows
     # the same command again finishes the job
     out = fab(lab, "lab2", "rollback", "--mode=restore", "--yes")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert_rolled_back(lab, "lab2")
-    assert fab(lab, "lab2", "verify").returncode == 0
+    assert_rolled_back(lab, "lab2")  # (the rerun's exit 0 also means its own verify passed)
