@@ -114,7 +114,7 @@ def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True,
     if for_restore:
         problems = toc_problems(info.toc)
         if problems:
-            raise InputError(f"{path} is not a pre-migration backup: {problems[0]} — give the dump taken before the migration")
+            raise InputError(f"{path} is not a pre-migration backup: {problems[0]} (taken after the migration?) — {instead}")
         for table in info.counts:
             cmds.qualified(table)  # every table name must be a plain identifier
     return info

@@ -150,6 +150,9 @@ def backup_site(c, site: SiteSettings, printer: Printer | None = None, download:
             local, sha = dumps.fetch(runner, final, Path(download))
             lines.append(f"downloaded: {local} (sha256 checked)")
             data["local"] = str(local)
+        if state.extension.get(site.db_name):
+            lines.append(f"note: {site.db_name} holds TimescaleDB, so this is a copy of the migrated database, not a "
+                         "pre-migration backup; rollback --mode=restore refuses it and names the next older dump")
         runner.printer.block("\n".join(lines))
         return HostResult(runner.site, "backup", True, summary=final, data=data, audit_log=str(runner.audit.path))
     return _guard("backup", site, printer, body)

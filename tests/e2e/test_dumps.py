@@ -38,6 +38,21 @@ def test_backup_is_whole_sealed_and_downloaded(lab, tmp_path):
     assert sha256(local) == remote_sha(lab, "lab1", path)
 
 
+def test_a_backup_of_the_migrated_database_is_flagged_and_not_restored(lab):
+    """`fab backup` after the migration makes the newest netmon_pre_tsdb_*.dump a TimescaleDB copy."""
+    out = fab(lab, "lab1", "backup")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "note: netmon holds TimescaleDB" in out.stdout
+    dumps = ssh(lab, "lab1", "ls /root/netmon_pre_tsdb_*.dump | sort").split()
+    before = snapshot(lab, "lab1")
+    out = fab(lab, "lab1", "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 2
+    error = out.stderr.strip().splitlines()[-1]
+    assert f"{dumps[-1]} is not a pre-migration backup" in error and f"--dump={dumps[-2]}" in error
+    assert snapshot(lab, "lab1") == before
+    ssh(lab, "lab1", f"rm {dumps[-1]} {dumps[-1]}.sha256")
+
+
 def test_fetch_then_push_dump_checks_sha256_at_both_ends(lab, tmp_path):
     newest = ssh(lab, "lab1", "ls /root/netmon_pre_tsdb_*.dump | sort | head -1")
     out = fab(lab, "lab1", "fetch-dump", f"--dump={newest}", f"--to={tmp_path}")
