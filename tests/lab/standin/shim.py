@@ -142,6 +142,10 @@ class Shim:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        # A container never inherits the docker client's ignored signals (a shell's background job
+        # ignores SIGINT, PostgreSQL's stop signal): start its processes with the defaults.
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
 
     def on_stop(self, *_):
         self.stop_requested = True
