@@ -22,10 +22,10 @@ SQL_EXT = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHE
 
 @pytest.fixture(scope="module")
 def fleet(lab_factory, tmp_path_factory):
-    """lab1, lab2 migrated; lab3 no backup; lab4 corrupt newest dump; lab5 sshd stopped;
-    lab6 presents a host key the inventory does not know."""
-    lab = lab_factory(sites=6, variants=["migrated", "migrated", "no-backup", "corrupt-backup", "migrated", "migrated"],
-                      flows=1500)
+    """Eight sites: lab1, lab2, lab7, lab8 migrated; lab3 no backup; lab4 corrupt newest dump;
+    lab5 sshd stopped; lab6 presents a host key the inventory does not know."""
+    lab = lab_factory(sites=8, variants=["migrated", "migrated", "no-backup", "corrupt-backup", "migrated", "migrated",
+                                         "migrated", "migrated"], flows=1500)
     tmp = tmp_path_factory.mktemp("fleet")
     wrong = tmp / "wrong_known_hosts"
     lab1_key = (lab.site("lab1").dir / "ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -33,6 +33,7 @@ def fleet(lab_factory, tmp_path_factory):
     inv = yaml.safe_load(lab.inventory.read_text())
     inv["sites"]["lab6"]["known_hosts"] = str(wrong)
     inv["groups"]["broken"] = ["lab3", "lab4", "lab5", "lab6"]
+    inv["groups"]["healthy"] = ["lab1", "lab2", "lab3", "lab5", "lab7", "lab8"]
     path = tmp / "hosts.yml"
     path.write_text(yaml.safe_dump(inv))
     stop_sshd(lab, "lab5")
@@ -114,7 +115,7 @@ def test_verify_reports_every_site_with_a_reason_and_never_hangs(fleet):
     out = invoke(inv, "verify", "--json", "--connect-timeout", "5", timeout=120)
     assert out.returncode == 1
     results = {r["site"]: r for r in json.loads(out.stdout)}
-    assert sorted(results) == [f"lab{i}" for i in range(1, 7)]
+    assert sorted(results) == sorted(f"lab{i}" for i in range(1, 9))
     assert not results["lab1"]["ok"] and results["lab1"]["checks"], "a migrated site fails its checks"
     failed = {c["key"] for c in results["lab1"]["checks"] if not c["ok"]}
     assert {"no tsdb", "flow_records plain", "image"} <= failed
@@ -159,7 +160,7 @@ def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_w
     out = invoke(inv, "rollback", "--mode=restore", "--yes", "--parallel", "3")
     assert out.returncode == 1, out.stdout + out.stderr
     summary = out.stdout[out.stdout.rindex("site "):]
-    for n in ("lab1", "lab2"):
+    for n in ("lab1", "lab2", "lab7", "lab8"):
         rolled_back(lab, n)
         assert any(line.startswith(n) and " ok " in line for line in summary.splitlines())
     for n in broken:
@@ -179,6 +180,6 @@ def test_rerun_with_the_failed_sites_finishes_them(fleet):
     assert out.returncode == 0, out.stdout + out.stderr
     for n in ("lab3", "lab5"):
         rolled_back(lab, n)
-    out = invoke(inv, "verify", "--sites", "lab1,lab2,lab3,lab5")
+    out = invoke(inv, "verify", "--group", "healthy")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("healthy") == 4
+    assert out.stdout.count("healthy") == 6
