@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -49,21 +48,11 @@ def header(title: str, lab_name: str) -> None:
     print(f"   other labs up on this machine: {', '.join(others) if others else 'none'}")
 
 
-def default_signals() -> None:
-    """Un-ignore SIGINT and SIGQUIT before making a lab.
-
-    A shell starts a background job (`cmd &`) with both ignored, and the lab's containers would
-    inherit that: PostgreSQL's stop signal is SIGINT, so every `docker compose down` then waits out
-    the 10 s grace and SIGKILLs (measured: 20 s instead of 0.4 s) — a lab artifact, not the tool's."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-
 
 @contextmanager
 def lab_up(name: str, sites: int, flows: int, variants: list[str] | None = None) -> Iterator[Lab]:
     """A lab of our own for the length of the block; taken down whatever happens."""
     lab = Lab(name)
-    default_signals()
     started = time.monotonic()
     try:
         lab.up(sites=sites, flows=flows, variants=variants, log=lambda *_: None)

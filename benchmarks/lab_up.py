@@ -14,7 +14,7 @@ import argparse
 
 from tests.lab.lab import Lab
 
-from .common import default_signals, header, invoke, median, run
+from .common import header, invoke, median, run
 
 BUDGET_8 = 90.0
 
@@ -31,7 +31,6 @@ def main(argv=None) -> int:
 
     header(f"lab.up: 1 site vs {args.sites} sites, {args.flows} flow rows each", args.name)
     lab = Lab(args.name)
-    default_signals()  # see common.default_signals: the lab must not inherit ignored signals
     times: dict[int, list[float]] = {1: [], args.sites: []}
     try:
         for _ in range(args.repeat):
