@@ -198,7 +198,11 @@ class Lab:
         for f in (self.key, self.key.with_suffix(".pub")):
             f.unlink(missing_ok=True)
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"netmon-lab-{self.name}", "-f", str(self.key))
-        write_secret(self.admin_password_file, secrets.token_urlsafe(18))
+        password = secrets.token_urlsafe(18)
+        write_secret(self.admin_password_file, password)
+        # The builder runs inside the sites, which do not see the checkout when it lives under
+        # /root or /tmp (theirs are private): it reads the lab's own copy.
+        write_secret(self.root / "admin_password", password)
 
     def _make_host(self, site: Site) -> None:
         """Namespaces, veth, addresses, private mounts and sshd: a host that answers on port 22."""
@@ -249,7 +253,7 @@ class Lab:
                "LANG": "C.UTF-8", "NETMON_LAB": str(self.root)}
         argv = site.enter("/usr/bin/python3", str(self.root / "build.py"), "--variant", variant, "--flows", str(flows),
                           "--db-password-file", str(site.dir / "db_password"),
-                          "--admin-password-file", str(self.admin_password_file))
+                          "--admin-password-file", str(self.root / "admin_password"))
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
         (site.dir / "build.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
