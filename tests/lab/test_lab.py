@@ -63,7 +63,7 @@ def test_each_site_is_a_host_of_its_own(lab):
     assert ssh(lab, "lab2", "test -e /root/marker", check=False).returncode == 1
     assert ssh(lab, "lab2", "hostname").stdout.strip() == "lab2"
     assert ssh(lab, "lab2", "command -v docker").stdout.strip() == "/usr/local/sbin/docker"
-    assert ssh(lab, "lab2", "cd /root/netmon && git log --oneline | wc -l").stdout.strip() >= "2"
+    assert int(ssh(lab, "lab2", "cd /root/netmon && git log --oneline | wc -l").stdout) >= 2
     ssh(lab, "lab1", "rm /root/marker")
 
 
