@@ -135,6 +135,12 @@ def test_policies_jobs_and_time_bucket(server):
     assert q("SELECT count(*) FROM timescaledb_information.job_stats WHERE job_status = 'Scheduled'", db="policies") == "2"
     assert q("SELECT time_bucket('5 minutes', timestamptz '2026-11-24 10:07:31+00')", db="policies") == \
         "2026-11-24 10:05:00+00"
+    assert q("SELECT remove_compression_policy('flow_records')", db="policies") == "t"
+    gone = server.psql("SELECT remove_compression_policy('flow_records')", db="policies", check=False)
+    assert 'compression policy not found for hypertable "flow_records"' in gone.stderr
+    assert q("SELECT remove_compression_policy('flow_records', if_exists => true)", db="policies") == "f"
+    q("SELECT remove_retention_policy('flow_records')", db="policies")
+    assert q("SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL", db="policies") == "0"
 
 
 def test_continuous_aggregate_is_a_materialized_view(server):

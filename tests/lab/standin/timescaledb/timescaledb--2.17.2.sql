@@ -582,42 +582,39 @@ BEGIN
     'policy_retention', jsonb_build_object('drop_after', drop_after::text, 'hypertable_id', ht.id));
 END $$;
 
-CREATE FUNCTION @extschema@.remove_compression_policy(hypertable regclass, if_exists boolean DEFAULT false)
+-- Both remove_*_policy functions: drop the hypertable's job of that kind, with TimescaleDB's errors.
+CREATE FUNCTION _timescaledb_functions.stand_in_remove_policy(relation regclass, proc name, kind text,
+                                                             if_exists boolean)
 RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   ht _timescaledb_catalog.hypertable;
 BEGIN
   PERFORM _timescaledb_functions.stand_in_library_check();
-  ht := _timescaledb_functions.stand_in_policy_hypertable(hypertable);
-  DELETE FROM _timescaledb_config.bgw_job WHERE hypertable_id = ht.id AND proc_name = 'policy_compression';
+  ht := _timescaledb_functions.stand_in_policy_hypertable(relation);
+  DELETE FROM _timescaledb_config.bgw_job WHERE hypertable_id = ht.id AND proc_name = proc;
   IF NOT FOUND THEN
     IF NOT if_exists THEN
-      RAISE EXCEPTION 'compression policy not found for hypertable "%"', ht.table_name
+      RAISE EXCEPTION '% policy not found for hypertable "%"', kind, ht.table_name
         USING ERRCODE = 'undefined_object';
     END IF;
-    RAISE NOTICE 'compression policy not found for hypertable "%", skipping', ht.table_name;
+    RAISE NOTICE '% policy not found for hypertable "%", skipping', kind, ht.table_name;
     RETURN false;
   END IF;
   RETURN true;
 END $$;
 
+CREATE FUNCTION @extschema@.remove_compression_policy(hypertable regclass, if_exists boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+  SELECT _timescaledb_functions.stand_in_remove_policy(hypertable, 'policy_compression', 'compression', if_exists)
+$$;
+
 CREATE FUNCTION @extschema@.remove_retention_policy(relation regclass, if_exists boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  ht _timescaledb_catalog.hypertable;
 BEGIN
-  PERFORM _timescaledb_functions.stand_in_library_check();
-  ht := _timescaledb_functions.stand_in_policy_hypertable(relation);
-  DELETE FROM _timescaledb_config.bgw_job WHERE hypertable_id = ht.id AND proc_name = 'policy_retention';
-  IF NOT FOUND THEN
-    IF NOT if_exists THEN
-      RAISE EXCEPTION 'retention policy not found for hypertable "%"', ht.table_name
-        USING ERRCODE = 'undefined_object';
-    END IF;
-    RAISE NOTICE 'retention policy not found for hypertable "%", skipping', ht.table_name;
-  END IF;
+  PERFORM _timescaledb_functions.stand_in_remove_policy(relation, 'policy_retention', 'retention', if_exists);
 END $$;
 
 -- Buckets aligned as TimescaleDB aligns them (origin Monday 2000-01-03); no month or year widths.
