@@ -43,6 +43,7 @@ VARIANTS = (
     "backend-crashloop",
     "rolled-back",
     "plain-image-missing",
+    "third-hypertable",
 )
 MAX_SITES = 60
 BUILD_WORKERS = 3
