@@ -15,7 +15,7 @@ from tabulate import tabulate
 from fabfile import procedures
 from fabfile.errors import RollbackError
 from fabfile.fleet import DEFAULT_PARALLEL, FleetOptions, failed_sites, run_fleet, summary_table, verify_table
-from fabfile.inventory import INVENTORY_ENV, load_inventory
+from fabfile.inventory import INVENTORY_ENV, admin_password, load_inventory
 from fabfile.plan import RollbackOptions
 from fabfile.report import dumps_json, to_jsonable
 from tests.lab.lab import DEFAULT_NAME, VARIANTS, Lab, LabError
@@ -68,9 +68,26 @@ def verify(c, sites="", group="", inventory="", json=False, parallel=8, max_fail
     """Verify checks on every selected site at once: one comparison table, non-zero if any is unhealthy."""
     chosen = _select(inventory, sites, group)
     opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=True)
-    results = run_fleet(chosen, "verify", lambda cx, site, out: procedures.verify_result(cx, site, out, as_json=True),
-                        opts)
+    passwords = _passwords(chosen)
+    results = run_fleet(chosen, "verify", lambda cx, site, out: procedures.verify_result(
+        cx, site, out, as_json=True, password=passwords[site.name]), opts)
     _finish(results, json, verify_table(results))
+
+
+def _passwords(chosen) -> dict[str, str | None]:
+    """The admin password of every site, resolved here, before any worker starts: one prompt per
+    distinct source, never N prompts racing on one terminal."""
+    cache: dict[str, str | None] = {}
+    out = {}
+    try:
+        for site in chosen:
+            key = site.admin_password_file or ""
+            if key not in cache:
+                cache[key] = admin_password(site, prompt=True) or ""  # "" = none: never prompt again in a worker
+            out[site.name] = cache[key]
+    except RollbackError as err:
+        raise Exit(f"error: {err.message}", code=err.code) from None
+    return out
 
 
 @task(help=FLEET_HELP)
@@ -117,21 +134,30 @@ def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", y
         raise Exit(f"error: {err.message}", code=2) from None
     chosen = _select(inventory, sites, group)
     opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
-    if not yes and not dry_run:
-        _confirm_batch(chosen, ro, opts)
+    passwords = _passwords(chosen) if not dry_run else {s.name: None for s in chosen}
+    shown = _confirm_batch(chosen, ro, opts) if not yes and not dry_run else {}
 
     def work(cx, site, out):
-        return procedures.rollback_site(cx, site, RollbackOptions(**{**vars(ro)}), printer=out)
+        pinned = shown.get(site.name)
+        if pinned is not None and not pinned.ok:
+            return procedures.HostResult(site.name, "rollback", False, error=f"not run: its preflight failed ({pinned.error})",
+                                         code=pinned.code or 3, next_step="fix what the error says, then rerun this site")
+        extra = {}
+        if pinned is not None and "plan_commands" in pinned.data:
+            extra = {"ts": pinned.data["ts"], "expect_plan": pinned.data["plan_commands"]}
+        return procedures.rollback_site(cx, site, RollbackOptions(**{**vars(ro), **extra}), printer=out,
+                                        password=passwords[site.name])
 
     results = run_fleet(chosen, "rollback", work, opts)
     _finish(results, json, summary_table(results))
 
 
-def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> None:
-    """Probe every site read-only, show the plans, ask once. No terminal: refuse."""
+def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> dict:
+    """Probe every site read-only, show the plans, ask once. No terminal: refuse. Returns each
+    site's previewed result: the run then does exactly the plan shown, or reports the site."""
     if not sys.stdin.isatty():
         raise Exit("error: no terminal to confirm the batch on — rerun with --yes (or --dry-run to see the plans)",
-                   code=2)
+                   code=8)
     preview = FleetOptions(**{**vars(opts), "quiet": True})
     dry = RollbackOptions(**{**vars(ro), "dry_run": True})
     plans = run_fleet(chosen, "plan", lambda cx, site, out: procedures.rollback_site(cx, site, dry, printer=out),
@@ -148,7 +174,8 @@ def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> None:
             for i, step in enumerate(r.data.get("steps", []), 1):
                 print(f"    {i}. {step}")
     if input("Type 'yes' to roll back these sites: ").strip().lower() not in ("y", "yes"):
-        raise Exit("not confirmed — nothing was changed", code=1)
+        raise Exit("not confirmed — nothing was changed", code=8)
+    return {r.site: r for r in plans}
 
 
 @task(help={

@@ -15,6 +15,7 @@ ns = Collection(
     tasks.rollback,
     tasks.verify,
     tasks.reset,
+    tasks.drop_database,
     tasks.fetch_dump,
     tasks.push_dump,
 )

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import InputError
 from .inventory import SiteSettings
@@ -53,8 +53,22 @@ class Command:
     #: repeat until it succeeds, for at most this many seconds
     poll: float | None = None
     ok_codes: tuple[int, ...] = (0,)
-    #: judge the outcome: return an error text, or None when it is fine
-    check: Callable | None = field(default=None, repr=False, compare=False)
+    #: how the outcome is judged beyond its exit status: an :class:`~fabfile.expect.Expect`
+    check: Any = field(default=None, compare=False)
+
+    def to_dict(self) -> dict:
+        """The command as data (journal, --json); the reverse of :meth:`from_dict`."""
+        return {"cmd": self.cmd, "what": self.what, "stdin": self.stdin, "stdin_note": self.stdin_note,
+                "changes": self.changes, "timeout": self.timeout, "poll": self.poll, "ok_codes": list(self.ok_codes),
+                "check": self.check.to_dict() if self.check is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Command:
+        from .expect import Expect  # noqa: PLC0415 - expect imports the parsers, which import this module
+
+        return cls(cmd=data["cmd"], what=data.get("what", ""), stdin=data.get("stdin"), stdin_note=data.get("stdin_note"),
+                   changes=data.get("changes", True), timeout=data.get("timeout"), poll=data.get("poll"),
+                   ok_codes=tuple(data.get("ok_codes") or (0,)), check=Expect.from_dict(data.get("check")))
 
     def display(self) -> str:
         text = self.cmd
@@ -127,7 +141,7 @@ def seal_dump(tmp_path: str, final_path: str) -> str:
     return (
         f"h=$(sha256sum < {q(tmp_path)} | cut -d' ' -f1) && "
         f"printf '%s  %s\\n' \"$h\" {q(base)} > {q(sidecar)} && "
-        f"mv {q(tmp_path)} {q(final_path)} && echo \"$h\""
+        f"mv {q(tmp_path)} {q(final_path)} && echo \"$h $(stat -c %s {q(final_path)})\""
     )
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from . import commands as cmds
 from .commands import Command, ident, literal, q
+from .expect import Expect
 from .inventory import SiteSettings
-from .probes import SiteState, has_timescaledb, remove_timescaledb, restore_errors, rows
+from .probes import SiteState, has_timescaledb, remove_timescaledb
 
 TSDB_EVENT_TRIGGERS_OFF = (
     "DO $$DECLARE r record; BEGIN "
@@ -19,12 +20,14 @@ TSDB_EVENT_TRIGGERS_OFF = (
     "LOOP EXECUTE format('ALTER EVENT TRIGGER %I DISABLE', r.evtname); END LOOP; END$$"
 )
 DROP_EXTENSION = "DROP EXTENSION IF EXISTS timescaledb CASCADE"
+#: every DDL waits this long for its lock, then fails with a clear error instead of hanging
+LOCK_TIMEOUT = "SET lock_timeout = '15s'"
 
 
 def clean_commands(site: SiteSettings, state: SiteState, plain_image: bool) -> list[Command]:
     """Clean mode in the app database: flow tables (a continuous aggregate as a materialized view)
     and the extension, in one transaction."""
-    stmts = []
+    stmts = [LOCK_TIMEOUT]
     if plain_image:
         stmts.append(TSDB_EVENT_TRIGGERS_OFF)
     if "flow_summary_5m" in state.caggs:
@@ -35,7 +38,7 @@ def clean_commands(site: SiteSettings, state: SiteState, plain_image: bool) -> l
         stmts.append("DROP TABLE IF EXISTS flow_records CASCADE")
     if state.extension.get(site.db_name):
         stmts.append(DROP_EXTENSION)
-    if not stmts or stmts == [TSDB_EVENT_TRIGGERS_OFF]:
+    if all(st in (LOCK_TIMEOUT, TSDB_EVENT_TRIGGERS_OFF) for st in stmts):
         return []
     sql = "BEGIN; " + "; ".join(stmts) + "; COMMIT"
     return [Command(cmds.psql(site, sql), what=f"drop flow tables and timescaledb in {site.db_name}")]
@@ -44,7 +47,7 @@ def clean_commands(site: SiteSettings, state: SiteState, plain_image: bool) -> l
 def drop_extension_commands(site: SiteSettings, dbs: list[str], plain_image: bool) -> list[Command]:
     out = []
     for db in dbs:
-        stmts = ([TSDB_EVENT_TRIGGERS_OFF] if plain_image else []) + [DROP_EXTENSION]
+        stmts = [LOCK_TIMEOUT, *([TSDB_EVENT_TRIGGERS_OFF] if plain_image else []), DROP_EXTENSION]
         out.append(Command(cmds.psql(site, *stmts, db=db), what=f"drop timescaledb in {db}"))
     return out
 
@@ -68,7 +71,9 @@ def preload_commands(site: SiteSettings, state: SiteState) -> list[Command]:
             new = f"shared_preload_libraries = '{rest}'" if rest else "#shared_preload_libraries = ''"
             new += "  # timescaledb removed by netmon-rollback"
             tmp = q(path + ".rollback")
-            script = (f"awk -v n={int(line)} -v new={q(new)} 'NR==n{{print new; next}}{{print}}' {q(path)} > {tmp} "
+            # by content, not line number: a rerun of the same command changes nothing more
+            pattern = r"^[[:space:]]*shared_preload_libraries[[:space:]]*=.*timescaledb"
+            script = (f"awk -v new={q(new)} -v pat={q(pattern)} '$0 ~ pat {{print new; next}} {{print}}' {q(path)} > {tmp} "
                       f"&& cat {tmp} > {q(path)} && rm -f {tmp}")
             out.append(Command(cmds.dexec(site, "sh", "-c", script), what=f"preload: rewrite line {line} of {path}"))
     return out
@@ -89,63 +94,56 @@ def count_sql(tables: list[str]) -> str:
     return " UNION ALL ".join(parts)
 
 
-def check_counts(expected: dict[str, int], text: str) -> str | None:
-    got = {r[0]: int(r[1]) for r in rows(text) if len(r) >= 2 and r[1].isdigit()}
-    for table, n in sorted(expected.items()):
-        if table not in got:
-            return f"table {table} is missing after the restore"
-        if got[table] != n:
-            return f"table {table} has {got[table]} rows after the restore, the dump holds {n}"
-    return None
-
-
-def restore_side_commands(site: SiteSettings, dump_path: str, side: str, expected: dict[str, int],
-                          drop_first: list[str]) -> list[Command]:
+def restore_side_commands(site: SiteSettings, dump_path: str, side: str, expected: dict[str, int]) -> list[Command]:
     """Restore ``dump_path`` into a new database ``side`` (from template0) while the stack serves,
-    then check every table's row count against the dump."""
+    then check every table's row count against the dump. Starts by dropping ``side`` (WITH FORCE:
+    a run whose connection died may have left its pg_restore working in there), so a rerun of the
+    step starts clean."""
     ident(side)
     in_container = f"/tmp/{side}.dump"  # noqa: S108 - the container's private /tmp
-    # WITH (FORCE): a run whose connection died may have left its pg_restore working in there
-    out = [Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(d)} WITH (FORCE)", db="postgres"),
-                   what=f"drop unfinished side database {d}") for d in drop_first]
-
-    def judge_restore(result) -> str | None:
-        errors = restore_errors(result.stdout, result.stderr, result.exited)
-        return f"pg_restore into {side} reported errors: {errors[0]} — the site's database is untouched" if errors else None
-
-    out += [
+    return [
+        Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(side)} WITH (FORCE)", db="postgres"),
+                what=f"drop what an earlier attempt left of {side}"),
         Command(f"docker cp {q(dump_path)} {q(site.db_container + ':' + in_container)}", what="copy the dump into the container"),
         Command(cmds.psql(site, f"CREATE DATABASE {ident(side)} OWNER {ident(site.db_user)} TEMPLATE template0", db="postgres"),
                 what=f"create side database {side} from template0"),
         Command(cmds.dexec(site, "pg_restore", "-U", site.db_user, "-d", side, "--no-owner", "--no-privileges",
                            "-j", str(max(1, site.restore_jobs)), in_container) + " 2>&1",
-                what=f"pg_restore into {side}", check=judge_restore, ok_codes=(0, 1), timeout=site.command_timeout),
+                what=f"pg_restore into {side}", check=Expect("restore", side), ok_codes=(0, 1), timeout=site.command_timeout),
         Command(cmds.psql(site, count_sql(list(expected)), db=side), what=f"check {side} row counts against the dump",
-                check=lambda r: check_counts(expected, r.stdout), timeout=site.command_timeout),
+                check=Expect("counts", dict(expected)), timeout=site.command_timeout),
         Command(cmds.dexec(site, "rm", "-f", in_container), what="remove the dump copy from the container"),
     ]
-    return out
 
 
 def swap_commands(site: SiteSettings, side: str, old: str) -> list[Command]:
-    """Rename the app database away and the side database into its place (no connections allowed)."""
-    db = ident(site.db_name)
-    return [
-        Command(cmds.psql(
-            site,
-            f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false",
-            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {literal(site.db_name)} "  # noqa: S608
-            "AND pid <> pg_backend_pid()",
-            f"ALTER DATABASE {db} RENAME TO {ident(old)}",
-            f"ALTER DATABASE {ident(old)} WITH ALLOW_CONNECTIONS true",
-            f"ALTER DATABASE {ident(side)} RENAME TO {db}",
-            db="postgres"), what=f"swap: {site.db_name} → {old}, {side} → {site.db_name}"),
-    ]
+    """Swap the restored database in: connections to the app database are refused and ended,
+    then both renames run in ONE transaction (PostgreSQL allows ALTER DATABASE RENAME in one), and
+    connections are allowed again — on the old name after the swap, on the app database if
+    anything failed."""
+    db, name = ident(site.db_name), literal(site.db_name)
+    refuse = f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false"
+    end = (f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {name} "  # noqa: S608
+           "AND pid <> pg_backend_pid()")
+    swap = (f"BEGIN; ALTER DATABASE {db} RENAME TO {ident(old)}; ALTER DATABASE {ident(side)} RENAME TO {db}; "
+            f"ALTER DATABASE {ident(old)} WITH ALLOW_CONNECTIONS true; COMMIT")
+    repair = f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true"
+    script = (f"{cmds.psql(site, refuse, end, db='postgres')} && {cmds.psql(site, swap, db='postgres')} "
+              f"|| {{ rc=$?; {cmds.psql(site, repair, db='postgres')}; exit $rc; }}")
+    return [Command(script, what=f"swap in one transaction: {site.db_name} → {old}, {side} → {site.db_name}")]
 
 
-def finish_swap_commands(site: SiteSettings, side: str) -> list[Command]:
-    return [Command(cmds.psql(site, f"ALTER DATABASE {ident(side)} RENAME TO {ident(site.db_name)}", db="postgres"),
-                    what=f"finish swap: {side} → {site.db_name}")]
+def swap_done_probe(site: SiteSettings, side: str, old: str) -> Command:
+    """Done when the old name exists and the side name is gone (the transaction committed)."""
+    sql = (f"SELECT count(*) FILTER (WHERE datname = {literal(old)}) || '|' || "  # noqa: S608
+           f"count(*) FILTER (WHERE datname = {literal(side)}) FROM pg_database")
+    return Command(cmds.psql(site, sql, db="postgres"), what="has the swap committed", changes=False,
+                   check=Expect("stdout", "1|0"), ok_codes=(0,))
+
+
+def allow_connections_commands(site: SiteSettings, db: str) -> list[Command]:
+    return [Command(cmds.psql(site, f"ALTER DATABASE {ident(db)} WITH ALLOW_CONNECTIONS true", db="postgres"),
+                    what=f"allow connections to {db} again (an earlier swap failed half-way)")]
 
 
 def drop_database_commands(site: SiteSettings, names: list[str], force: bool = False) -> list[Command]:

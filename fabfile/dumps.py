@@ -15,6 +15,7 @@ from pathlib import Path
 from . import commands as cmds
 from .commands import Command, q
 from .errors import CommandFailed, InputError
+from .expect import Expect, seal_output
 from .inventory import SiteSettings
 from .probes import Readback, TocEntry, parse_readback, parse_toc, toc_problems
 
@@ -45,41 +46,45 @@ class DumpInfo:
         return self.readback.counts
 
 
-def make_dump_commands(site: SiteSettings, final_path: str, info: DumpInfo, db: str | None = None,
-                       what: str = "dump") -> list[Command]:
+def make_dump_commands(site: SiteSettings, final_path: str, db: str | None = None, what: str = "dump") -> list[Command]:
     """pg_dump to a temporary name, read it back whole, list it, seal it (sha256, rename).
-    ``info`` is filled in as the commands run."""
+    The temporary file is unlinked first: a pg_dump left running by a run that died writes on
+    into its own, unlinked file, never into this one."""
     tmp = partial_name(final_path)
-
-    def judge_readback(out) -> str | None:
-        info.readback = parse_readback(out.stdout, out.stderr)
-        if not info.readback.ok:
-            reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
-            return f"the new {what} {tmp} does not read back whole ({reason})"
-        return None
-
-    def judge_toc(out) -> str | None:
-        info.toc = parse_toc(out.stdout)
-        if not any(e.kind == "TABLE DATA" for e in info.toc):
-            return f"the new {what} {tmp} lists no table data"
-        return None
-
-    def judge_seal(out) -> str | None:
-        info.sha256 = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-        return None if len(info.sha256) == 64 else f"no sha256 for {final_path}"
-
     return [
-        Command(cmds.pg_dump_to(site, tmp, db=db), what=f"pg_dump {db or site.db_name} to {tmp}",
+        Command(f"rm -f {q(tmp)} && " + cmds.pg_dump_to(site, tmp, db=db), what=f"pg_dump {db or site.db_name} to {tmp}",
                 timeout=site.command_timeout),
-        Command(cmds.dump_readback(site, tmp), what=f"read {tmp} back whole", check=judge_readback,
+        Command(cmds.dump_readback(site, tmp), what=f"read {tmp} back whole", check=Expect("readback", f"{what} {tmp}"),
                 timeout=site.command_timeout),
-        Command(cmds.dump_list(site, tmp), what=f"list {tmp}", check=judge_toc),
-        Command(cmds.seal_dump(tmp, final_path), what=f"record sha256 and rename to {final_path}", check=judge_seal),
+        Command(cmds.dump_list(site, tmp), what=f"list {tmp}", check=Expect("toc", f"{what} {tmp}")),
+        Command(cmds.seal_dump(tmp, final_path), what=f"record sha256 and rename to {final_path}",
+                check=Expect("seal", final_path)),
     ]
 
 
-def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True,
-               instead: str = "give another dump with --dump") -> DumpInfo:
+def sealed_probe(path: str) -> Command:
+    """Is ``path`` there and does it match the sha256 recorded beside it? (prints sha and size)"""
+    directory, _, base = path.rpartition("/")
+    script = (f"cd {q(directory or '/')} && sha256sum -c --status {q(base + '.sha256')} && "
+              f"echo \"$(cut -d' ' -f1 {q(base + '.sha256')}) $(stat -c %s {q(base)})\"")
+    return Command(script, what=f"is {path} sealed", changes=False)
+
+
+def run_dump(runner, commands: list[Command], info: DumpInfo) -> DumpInfo:
+    """Run :func:`make_dump_commands`' commands, filling ``info`` from what they print."""
+    for command in commands:
+        out = runner.must(command)
+        kind = command.check.kind if command.check is not None else ""
+        if kind == "readback":
+            info.readback = parse_readback(out.stdout, out.stderr)
+        elif kind == "toc":
+            info.toc = parse_toc(out.stdout)
+        elif kind == "seal":
+            info.sha256, info.size = seal_output(out.stdout)
+    return info
+
+
+def check_dump(runner, site: SiteSettings, path: str, instead: str = "give another dump with --dump") -> DumpInfo:
     """Read-only: is ``path`` (on the server) a whole pg_dump archive fit to restore? One-line
     :class:`InputError` otherwise, ending with ``instead`` (what to do)."""
     info = DumpInfo(path)
@@ -111,13 +116,27 @@ def check_dump(runner, site: SiteSettings, path: str, for_restore: bool = True,
     if not info.readback.ok:
         reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
         raise InputError(f"{path} is truncated or damaged ({reason}) — {instead}")
-    if for_restore:
-        problems = toc_problems(info.toc)
-        if problems:
-            raise InputError(f"{path} is not a pre-migration backup: {problems[0]} (taken after the migration?) — {instead}")
-        for table in info.counts:
-            cmds.qualified(table)  # every table name must be a plain identifier
+    problems = toc_problems(info.toc)
+    if problems:
+        raise InputError(f"{path} is not a pre-migration backup: {problems[0]} (taken after the migration?) — {instead}")
+    for table in info.counts:
+        cmds.qualified(table)  # every table name must be a plain identifier
     return info
+
+
+def check_dump_file(runner, path: str, instead: str) -> None:
+    """Read-only, without the database: the file is there, matches its recorded sha256 and starts
+    like a pg_dump archive (for the fallback, whose database cannot read it yet)."""
+    out = runner.run(Command(f"test -f {q(path)} && head -c 5 {q(path)}", what="dump header", changes=False,
+                             ok_codes=(0, 1)))
+    if not out.ok:
+        raise InputError(f"dump {path} not found on {runner.site} — give an existing file with --dump")
+    if out.stdout != "PGDMP":
+        raise InputError(f"{path} is not a pg_dump archive — give a file made with pg_dump -Fc")
+    sealed = runner.run(sealed_probe(path))
+    missing = runner.run(Command(f"test -f {q(path + '.sha256')}", what="sha256 file", changes=False, ok_codes=(0, 1)))
+    if missing.ok and not sealed.ok:
+        raise InputError(f"{path} does not match its recorded sha256 — it changed since it was written; {instead}")
 
 
 # --- copying --------------------------------------------------------------------------------

@@ -82,3 +82,9 @@ def as_exit(func):
             raise Exit(f"error: {err.message}", code=err.code) from None
 
     return wrapper
+
+
+class LockHeld(RollbackError):
+    """Another run holds the server's lock; nothing was changed."""
+
+    code = 10

@@ -114,11 +114,14 @@ def save_commands(site: SiteSettings, state: SiteState, ts: str) -> list[Command
     out = []
     if present:
         tarball = f"{site.backup_dir}/netmon_files_pre_rollback_{ts}.tar.gz"
-        out.append(Command(f"tar -czf {q(tarball)} -C {q(site.app_dir)} " + " ".join(q(f) for f in present),
+        # a rerun of the step must not overwrite the first copy with files it already reverted
+        names = " ".join(q(f) for f in present)
+        out.append(Command(f"[ -e {q(tarball)} ] || tar -czf {q(tarball)} -C {q(site.app_dir)} {names}",
                            what=f"save the current files to {tarball}"))
     if state.git and state.git_dirty:
         patch = f"{site.backup_dir}/netmon_uncommitted_{ts}.patch"
-        out.append(Command(f"git -C {q(site.app_dir)} diff HEAD -- " + " ".join(q(f) for f in APP_FILES) + f" > {q(patch)}",
+        out.append(Command(f"[ -e {q(patch)} ] || git -C {q(site.app_dir)} diff HEAD -- " + " ".join(q(f) for f in APP_FILES)
+                           + f" > {q(patch)}",
                            what=f"save the uncommitted changes to {patch}"))
     return out
 

@@ -1,7 +1,16 @@
 """Probe results → an ordered plan of steps, each with its exact commands; and the apply loop.
 
-``--dry-run`` prints the same list apply runs. :func:`preflight` is read-only and refuses bad
-input with one line; :func:`build_plan` is pure (recorded probe output in, steps out).
+A plan is data: steps hold commands and declarative checks (no closures), so it can be printed
+(``--dry-run``, ``--json``), written to the server's journal before it runs, and run again from the
+journal by a later run. :func:`preflight` is read-only and refuses bad input with one line;
+:func:`build_plan` is pure (recorded probe output in, steps out).
+
+Order of a rollback (DESIGN.md §2, downtime only where it must be):
+safety dump → [restore: side restore] → files reverted and images built/pulled → TimescaleDB taken
+out of template1/postgres and of the preload setting — all while the stack serves — then the
+downtime: writers stopped → [clean: drops | restore: swap] → db recreated on the plain image →
+the other services started → health; then, serving again, the old database dropped (only when a
+checked copy of it exists).
 """
 
 from __future__ import annotations
@@ -9,15 +18,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import commands as cmds
 from . import database, dumps, files, stack
+from . import journal as jn
 from .commands import Command, q
 from .dumps import DumpInfo
 from .errors import CommandFailed, ConnectError, InputError, PreflightError
+from .expect import seal_output
 from .inventory import SiteSettings
-from .probes import APP_FILES, SAFETY_PREFIX, SiteState, dump_backups, is_timescale_image, probe_site, require_site
+from .probes import (
+    APP_FILES,
+    FLOW_TABLES,
+    OLD_PREFIX,
+    SAFETY_PREFIX,
+    SIDE_PREFIX,
+    SiteState,
+    dump_backups,
+    is_timescale_image,
+    probe_site,
+    require_known,
+    require_site,
+)
 
 MODES = ("clean", "restore")
+#: facts every rollback plan needs read (an unknown one refuses the plan)
+PLAN_FACTS = ("databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb", "ps", "compose", "plain_image", "db")
 
 
 @dataclass
@@ -29,6 +53,9 @@ class RollbackOptions:
     dry_run: bool = False
     safety_dump: bool = True
     timeout: int | None = None
+    #: the fleet pins the plan it showed: same names, and a changed plan is reported, not run
+    ts: str | None = None
+    expect_plan: list | None = None
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -37,6 +64,9 @@ class RollbackOptions:
             raise InputError("--dump only applies to --mode=restore — drop it or use --mode=restore")
         if self.timeout is not None and self.timeout <= 0:
             raise InputError("--timeout must be a positive number of seconds")
+        if self.mode == "clean" and not self.safety_dump:
+            raise InputError("--no-safety-dump with --mode=clean would drop the flow tables with no copy of them — "
+                             "drop --no-safety-dump (or use --mode=restore, which then keeps the old database)")
 
 
 @dataclass
@@ -46,6 +76,20 @@ class Step:
     commands: list[Command] = field(default_factory=list)
     #: re-probe and re-plan after this step (the fallback start)
     replan: bool = False
+    #: the site does not serve during this step
+    downtime: bool = False
+    #: a read-only probe whose success means the step already took effect (a rerun skips it)
+    done: Command | None = None
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "title": self.title, "replan": self.replan, "downtime": self.downtime,
+                "done": self.done.to_dict() if self.done else None, "commands": [c.to_dict() for c in self.commands]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Step:
+        return cls(data["key"], data["title"], [Command.from_dict(c) for c in data.get("commands", [])],
+                   data.get("replan", False), data.get("downtime", False),
+                   Command.from_dict(data["done"]) if data.get("done") else None)
 
 
 @dataclass
@@ -58,21 +102,40 @@ class Plan:
     needs_person: list[str] = field(default_factory=list)
     already_done: bool = False
     safety_dump: str | None = None
-    dump: DumpInfo | None = None
+    kept: list[str] = field(default_factory=list)
     revision: str | None = None
+    task: str = "rollback"
 
     def render(self) -> str:
         label = f"--mode={self.mode}" if self.mode in MODES else self.mode
         lines = [f"Plan for {self.site} ({label}):"]
         for i, step in enumerate(self.steps, 1):
-            lines.append(f"  {i}. {step.title}")
+            lines.append(f"  {i}. {step.title}" + ("   [site down]" if step.downtime else ""))
             for c in step.commands:
                 lines.append(f"       $ {c.display()}")
             if step.replan:
-                lines.append("       (then the state is probed again and the rest is planned from it)")
+                lines.append("       (then the state is probed again, and the rest is planned, shown and confirmed)")
         for item in self.needs_person:
             lines.append(f"  ! needs a person: {item} still mentions TimescaleDB — revert it by hand")
+        for db in self.kept:
+            lines.append(f"  ! {db} is kept (no safety dump was asked for): drop it later with `drop-database {db}`")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "mode": self.mode, "ts": self.ts, "task": self.task, "findings": self.findings,
+                "needs_person": self.needs_person, "safety_dump": self.safety_dump, "kept": self.kept,
+                "revision": self.revision, "steps": [s.to_dict() for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls(site=data.get("site", "?"), mode=data.get("mode", "?"), ts=data.get("ts", ""),
+                   steps=[Step.from_dict(s) for s in data.get("steps", [])], findings=list(data.get("findings", [])),
+                   needs_person=list(data.get("needs_person", [])), safety_dump=data.get("safety_dump"),
+                   kept=list(data.get("kept", [])), revision=data.get("revision"), task=data.get("task", "rollback"))
+
+    def commands(self) -> list[list[str]]:
+        """What the plan would run, step by step (the fleet compares it with what it showed)."""
+        return [[c.cmd for c in s.commands] for s in self.steps]
 
 
 @dataclass
@@ -82,6 +145,7 @@ class Preflight:
     revision: str | None = None
     files_in_rev: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
+    resume: jn.RunRecord | None = None
 
 
 def running_plain(site: SiteSettings, state: SiteState) -> bool:
@@ -90,36 +154,33 @@ def running_plain(site: SiteSettings, state: SiteState) -> bool:
     return not is_timescale_image(image)
 
 
-def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
-    """Read-only: probe, choose and check the dump, find the pre-migration revision, check disk."""
+def preflight(runner, site: SiteSettings, opts: RollbackOptions, task: str = "rollback") -> Preflight:
+    """Read-only: probe, read the journal, choose and check the dump, find the pre-migration
+    revision, check disk and images."""
     opts.validate()
     state = probe_site(runner, site)
     require_site(site, state, runner.site)
     pf = Preflight(state)
+    pf.resume = jn.unfinished(state.journal)
+    if pf.resume is not None:
+        if pf.resume.task != task or (task == "rollback" and pf.resume.mode != opts.mode):
+            how = f"fab rollback --mode={pf.resume.mode}" if pf.resume.task == "rollback" else f"fab {pf.resume.task}"
+            raise InputError(f"{pf.resume.describe()} — finish it first: rerun `{how}` (same options)")
+        return pf
     if state.rolled_back:
         return pf
+    state_needs_db = state.db_answers and site.db_name in state.databases and state.databases.get(site.db_name)
     find_revision(runner, site, pf, opts.commit, dry_run=opts.dry_run)
-    # the dump (checked in the container: once the database runs, if it does not yet)
-    if opts.mode == "restore" and state.db_answers and not restore_already_swapped(site, state):
-        path = opts.dump
-        instead = "give another dump with --dump"
-        if path and not path.startswith("/"):
-            path = f"{site.backup_dir}/{path}"
-        if not path:
-            found = dump_backups(state)
-            if not found:
-                raise InputError(f"no pre-migration backup {site.backup_dir}/netmon_pre_tsdb_*.dump on {runner.site} — "
-                                 "use --mode=clean, or copy one there with push-dump")
-            path = found[0].path
-            pf.findings.append(f"dump: {path} (newest netmon_pre_tsdb_*.dump)")
-            if len(found) > 1:
-                instead = f"the next older backup is {found[1].path}: rerun with --dump={found[1].path}"
+    if opts.mode == "restore":
+        path, instead = choose_dump(site, state, opts, pf, runner.site)
+        if state_needs_db:
+            pf.dump = dumps.check_dump(runner, site, path, instead=instead)
+            pf.findings.append(f"dump checked: read back whole, {len(pf.dump.counts)} tables with data, "
+                               f"{pf.dump.counts.get('public.flow_records', 0)} flow_records rows, no TimescaleDB objects")
         else:
-            pf.findings.append(f"dump: {path} (--dump)")
-        pf.dump = dumps.check_dump(runner, site, path, instead=instead)
-        pf.findings.append(f"dump checked: read back whole, {len(pf.dump.counts)} tables with data, "
-                           f"{pf.dump.counts.get('public.flow_records', 0)} flow_records rows, no TimescaleDB objects")
-    # disk
+            dumps.check_dump_file(runner, path, instead)
+            pf.dump = DumpInfo(path)
+            pf.findings.append("dump: file, sha256 and header checked; it is read back whole once the database answers")
     if state.db_size:
         need = state.db_size // 2 if opts.safety_dump else 0
         if state.backup_free_kb is not None and need and state.backup_free_kb * 1024 < need:
@@ -129,6 +190,25 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions) -> Preflight:
             raise PreflightError(f"the database volume has {state.db_free_kb // 1024} MiB free, the side restore may need "
                                  f"{state.db_size // 2**20} MiB — free space or use --mode=clean")
     return pf
+
+
+def choose_dump(site: SiteSettings, state: SiteState, opts: RollbackOptions, pf: Preflight, where: str) -> tuple[str, str]:
+    path = opts.dump
+    instead = "give another dump with --dump"
+    if path and not path.startswith("/"):
+        path = f"{site.backup_dir}/{path}"
+    if not path:
+        found = dump_backups(state)
+        if not found:
+            raise InputError(f"no pre-migration backup {site.backup_dir}/netmon_pre_tsdb_*.dump on {where} — "
+                             "use --mode=clean, or copy one there with push-dump")
+        path = found[0].path
+        pf.findings.append(f"dump: {path} (newest netmon_pre_tsdb_*.dump)")
+        if len(found) > 1:
+            instead = f"the next older backup is {found[1].path}: rerun with --dump={found[1].path}"
+    else:
+        pf.findings.append(f"dump: {path} (--dump)")
+    return path, instead
 
 
 def find_revision(runner, site: SiteSettings, pf: Preflight, commit: str | None = None, dry_run: bool = False) -> None:
@@ -170,182 +250,273 @@ def find_revision(runner, site: SiteSettings, pf: Preflight, commit: str | None 
                                  "option B) or give --commit, then rerun")
 
 
-def restore_already_swapped(site: SiteSettings, state: SiteState) -> bool:
-    """A previous run swapped the restored database in (an old copy is still there)."""
-    return any(d.startswith("netmon_old_") for d in state.databases) and site.db_name in state.databases
+# --- building plans -------------------------------------------------------------------------
+
+def safety_dump_step(site: SiteSettings, ts: str, db: str | None = None) -> tuple[str, Step]:
+    final = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}.dump"
+    return final, Step("safety-dump", f"safety dump of {db or site.db_name} to {final}",
+                       dumps.make_dump_commands(site, final, db=db, what="safety dump"), done=dumps.sealed_probe(final))
 
 
-def safety_dump_exists(site: SiteSettings, state: SiteState, ts: str) -> bool:
-    return any(b.name == f"{SAFETY_PREFIX}{ts}.dump" and b.has_sha for b in state.backups)
+def housekeeping_steps(site: SiteSettings, state: SiteState) -> list[Step]:
+    """Before any change: stale partial files removed, the plain image made present."""
+    steps = []
+    if state.partials:
+        steps.append(Step("remove-partials", f"remove {len(state.partials)} unfinished dump file(s) an earlier run left",
+                          [Command("rm -f " + " ".join(q(p) for p in state.partials), what="remove stale .partial files")]))
+    if state.plain_image is False:
+        steps.append(Step("pull-image", f"pull {site.plain_image} (not on the server) before anything stops",
+                          stack.pull_image(site)))
+    return steps
+
+
+def other_hypertables(state: SiteState) -> list[str]:
+    return sorted({*state.hypertables, *state.caggs} - set(FLOW_TABLES))
 
 
 def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str, where: str | None = None) -> Plan:
     """The ordered steps (pure: probe results in, commands out)."""
     state = pf.state
-    plan = Plan(site=where or site.name, mode=opts.mode, ts=ts, findings=list(pf.findings),
-                dump=pf.dump, revision=pf.revision)
+    plan = Plan(site=where or site.name, mode=opts.mode, ts=ts, findings=list(pf.findings), revision=pf.revision)
     if state.rolled_back:
         plan.already_done = True
         return plan
-    revert = files_revert_steps(site, pf, ts, plan)
+    name = where or site.name
 
-    # phase 1: the database must answer before anything else can be planned
+    # the database must answer, and let us in, before anything else can be planned
     if not state.db_answers:
+        require_known(state, name, "ps", "compose", "db")
         if state.compose_timescale and state.container(site.db_container).status in ("missing", "exited", "created", "dead"):
             plan.steps.append(Step("start-db-as-is", "start the database as it is (TimescaleDB image) to work on it",
                                    stack.start_db(site), replan=True))
         else:
             fallback = files.compose_without_preload(state.compose_text, site.plain_image)
+            plan.steps.extend(housekeeping_steps(site, state))
             plan.steps.append(Step("fallback-start", "fallback: start the database on the plain image with "
                                    "-c shared_preload_libraries= (it cannot run as it is)",
-                                   files.save_commands(site, state, ts) + stack.down(site)
-                                   + [files.write_file_command(site, "docker-compose.yml", fallback)]
-                                   + stack.start_db(site), replan=True))
+                                   [*files.save_commands(site, state, ts),
+                                    files.write_file_command(site, "docker-compose.yml", fallback), *stack.start_db(site)],
+                                   replan=True, downtime=True))
         return plan
+    if state.databases.get(site.db_name) is False:
+        plan.steps.append(Step("allow-connections", f"{site.db_name} refuses connections (a swap stopped half-way): "
+                               "allow them again", database.allow_connections_commands(site, site.db_name), replan=True))
+        return plan
+    require_known(state, name, *PLAN_FACTS)
+    if opts.mode == "clean":
+        others = other_hypertables(state)
+        if others:
+            raise PreflightError(f"--mode=clean would empty {', '.join(others)} on {name}: TimescaleDB holds them too, and "
+                                 "dropping the extension drops their chunks — use --mode=restore (the pre-migration dump), "
+                                 "which keeps a copy of everything")
+    if opts.mode == "restore" and site.db_name not in state.databases:
+        raise PreflightError(f"database {site.db_name} is missing on {name} — run status and look (a half-done swap?)")
 
     plain = running_plain(site, state)
     if plain and state.timescale_anywhere:
         plan.findings.append("the database runs on the plain image: TimescaleDB's event triggers are disabled before any drop")
+    plan.steps.extend(housekeeping_steps(site, state))
 
-    # 1. safety dump
+    # while the stack serves: copy, side restore, files, images, other databases, preload
     if opts.safety_dump:
-        source = site.db_name if site.db_name in state.databases else None
-        olds = [d for d in state.databases if d.startswith("netmon_old_")]
-        if olds and not safety_dump_exists(site, state, olds[0].removeprefix("netmon_old_")):
-            source = olds[0]  # the pre-rollback data lives there now
-        elif olds:
-            source = None  # the first run's safety dump is there
-        if source:
-            final = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}.dump"
-            plan.safety_dump = final
-            info = DumpInfo(final)
-            plan.steps.append(Step("safety-dump", f"safety dump of {source} to {final}",
-                                   dumps.make_dump_commands(site, final, info, db=source, what="safety dump")))
-
-    # 2. database work
+        plan.safety_dump, step = safety_dump_step(site, ts)
+        plan.steps.append(step)
+    side, old = f"{SIDE_PREFIX}{ts}", f"{OLD_PREFIX}{ts}"
+    if opts.mode == "restore":
+        assert pf.dump is not None
+        plan.steps.append(Step("restore-side", f"restore {pf.dump.path} into side database {side} while the stack serves",
+                               database.restore_side_commands(site, pf.dump.path, side, pf.dump.counts)))
+    plan.steps.extend(files_revert_steps(site, pf, ts, plan))
+    if state.build_services:
+        plan.steps.append(Step("build", f"build {', '.join(state.build_services)} from the reverted files while the stack "
+                               "serves", stack.build(site, state.build_services)))
     other_dbs = [d for d in ("template1", "postgres") if state.extension.get(d)]
-    if opts.mode == "clean":
-        cmds_clean = database.clean_commands(site, state, plain)
-        if cmds_clean:
-            plan.steps.append(Step("drop-flow-tables", f"drop flow tables and the timescaledb extension in {site.db_name}",
-                                   cmds_clean))
-        leftovers = [d for d in state.leftovers if d.startswith("netmon_restore_")]
-        if leftovers:
-            plan.steps.append(Step("drop-leftovers", "drop unfinished side databases of an earlier restore",
-                                   database.drop_database_commands(site, leftovers, force=True)))
-    else:
-        plan.steps.extend(restore_steps(site, pf, ts, plain))
     if other_dbs:
         plan.steps.append(Step("clean-other-dbs", f"drop the timescaledb extension in {', '.join(other_dbs)}",
                                database.drop_extension_commands(site, other_dbs, plain)))
     preload = database.preload_commands(site, state)
     if preload:
-        plan.steps.append(Step("preload", "remove timescaledb from shared_preload_libraries", preload))
+        plan.steps.append(Step("preload", "remove timescaledb from shared_preload_libraries (takes effect at the restart)",
+                               preload))
     if state.preload_source == "command line" and "timescaledb" in state.preload:
         plan.findings.append("shared_preload_libraries=timescaledb comes from the compose file's command: "
                              "— the file revert removes it")
 
-    # 3. stop, revert, start
-    plan.steps.append(Step("stop-stack", "stop the stack", stack.down(site)))
-    plan.steps.extend(revert)
-    plan.steps.append(Step("start-db", "start the database on the plain image", stack.start_db(site)))
-    plan.steps.append(Step("start-app", "start the rest of the stack and wait for the backend's health", stack.start_app(site)))
+    # the downtime
+    plan.steps.append(Step("stop-writers", "stop the writers", stack.stop_writers(site), downtime=True))
+    if opts.mode == "clean":
+        drops = database.clean_commands(site, state, plain)
+        if drops:
+            plan.steps.append(Step("drop-flow-tables", f"drop flow tables and the timescaledb extension in {site.db_name}",
+                                   drops, downtime=True))
+    else:
+        plan.steps.append(Step("swap", f"swap the restored database in ({site.db_name} → {old})",
+                               database.swap_commands(site, side, old), downtime=True,
+                               done=database.swap_done_probe(site, side, old)))
+    plan.steps.append(Step("start-db", "recreate the database container on the plain image", stack.start_db(site),
+                           downtime=True))
+    plan.steps.append(Step("start-app", "start the backend (and whatever else changed) and wait for its health",
+                           stack.start_app(site), downtime=True))
+
+    # serving again
+    leftovers = state.side_dbs
+    if leftovers:
+        plan.steps.append(Step("drop-leftovers", "drop unfinished side databases of an earlier restore",
+                               database.drop_database_commands(site, leftovers, force=True)))
+    if opts.mode == "restore":
+        if opts.safety_dump:
+            check = dumps.sealed_probe(plan.safety_dump)
+            check.what = f"its copy {plan.safety_dump} is there and matches its sha256"
+            plan.steps.append(Step("drop-old", f"drop the old database {old} (its copy: {plan.safety_dump})",
+                                   [check, *database.drop_database_commands(site, [old])]))
+        else:
+            plan.kept.append(old)
+    return plan
+
+
+def finish_plan(site: SiteSettings, state: SiteState, failed: list[str], ts: str, where: str) -> Plan:
+    """The database is rolled back but verify fails: start what is not running, wait for health,
+    drop what an earlier run left half-made."""
+    plan = Plan(site=where, mode="finish", ts=ts)
+    plan.findings.append("the database is rolled back, but verify fails: " + ", ".join(failed))
+    if state.container(site.db_container).status != "running":
+        plan.steps.append(Step("start-db", "start the database", stack.start_db(site), downtime=True))
+    plan.steps.append(Step("start-app", "build and start the rest of the stack and wait for the backend's health",
+                           stack.start_app(site, build=True), downtime=True))
     return plan
 
 
 def reset_plan(site: SiteSettings, pf: Preflight, ts: str, where: str | None = None) -> Plan:
-    """The last resort (pure): a safety dump when the database answers, the stack stopped, the five
-    files reverted to the pre-migration revision (the rollback's own revert step), the volume
-    removed, and the stack started fresh on the plain image: the backend recreates its tables and
-    the default admin."""
+    """The last resort (pure): a safety dump when the database answers, else an archive of the
+    volume's files — never no copy; the stack stopped, the five files reverted to the
+    pre-migration revision, the volume removed, and the stack started fresh on the plain image."""
     state = pf.state
-    plan = Plan(site=where or site.name, mode="reset", ts=ts, findings=list(pf.findings), revision=pf.revision)
+    plan = Plan(site=where or site.name, mode="reset", ts=ts, findings=list(pf.findings), revision=pf.revision, task="reset")
+    plan.steps.extend(housekeeping_steps(site, state))
     if state.db_answers and site.db_name in state.databases:
-        plan.safety_dump = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}.dump"
-        plan.steps.append(Step("safety-dump", f"safety dump of {site.db_name} to {plan.safety_dump}",
-                               dumps.make_dump_commands(site, plan.safety_dump, DumpInfo(plan.safety_dump),
-                                                        what="safety dump")))
+        require_known(state, plan.site, "app")
+        plan.safety_dump, step = safety_dump_step(site, ts)
+        plan.steps.append(step)
     else:
-        plan.findings.append(f"the database does not answer ({state.db_error or 'not running'}): no safety dump possible")
-    plan.steps.append(Step("stop-stack", "stop the stack", stack.down(site)))
+        archive = f"{site.backup_dir}/netmon_volume_pre_reset_{ts}.tar.gz"
+        plan.findings.append(f"the database does not answer ({state.db_error or 'not running'}): its volume's files are "
+                             f"archived to {archive} instead of a dump")
+        plan.safety_dump = archive
+        plan.steps.append(Step("stop-stack", "stop the stack", stack.down(site), downtime=True))
+        plan.steps.append(Step("archive-volume", f"archive the volume {site.volume} to {archive}",
+                               stack.archive_volume(site, archive), downtime=True, done=dumps.sealed_probe(archive)))
+    if not any(s.key == "stop-stack" for s in plan.steps):
+        plan.steps.append(Step("stop-stack", "stop the stack", stack.down(site), downtime=True))
     if state.compose_timescale or state.mentions:
-        plan.steps.extend(files_revert_steps(site, pf, ts, plan))
+        for step in files_revert_steps(site, pf, ts, plan):
+            step.downtime = True
+            plan.steps.append(step)
     plan.steps.append(Step("remove-volume", f"remove the database volume {site.volume} (every row is lost)",
-                           stack.remove_volume(site)))
-    plan.steps.append(Step("start-db", "start the database fresh on the plain image", stack.start_db(site)))
+                           stack.remove_volume(site), downtime=True))
+    plan.steps.append(Step("start-db", "start the database fresh on the plain image", stack.start_db(site), downtime=True))
     plan.steps.append(Step("start-app", "start the rest of the stack and wait for the backend's health "
-                                        "(it recreates its tables and the default admin)", stack.start_app(site)))
+                                        "(it recreates its tables and the default admin)", stack.start_app(site, build=True),
+                           downtime=True))
     return plan
 
 
 def files_revert_steps(site: SiteSettings, pf: Preflight, ts: str, plan: Plan) -> list[Step]:
     state = pf.state
-    steps = []
     save = files.save_commands(site, state, ts)
     if pf.revision:
         revert = files.git_revert_commands(site, pf.revision, pf.files_in_rev or [f for f in APP_FILES if f in state.files])
-        steps.append(Step("revert-files", f"revert the migration's files to {pf.revision[:12]}", save + revert))
-    else:
-        revert, person = files.manual_revert(site, state)
-        plan.needs_person = person
-        steps.append(Step("revert-files", "revert docker-compose.yml, scripts/init.sql, backend/requirements.txt by hand",
-                          save + revert))
-    return steps
-
-
-def restore_steps(site: SiteSettings, pf: Preflight, ts: str, plain: bool) -> list[Step]:
-    state = pf.state
-    steps: list[Step] = []
-    sides = [d for d in state.databases if d.startswith("netmon_restore_")]
-    olds = [d for d in state.databases if d.startswith("netmon_old_")]
-    if site.db_name not in state.databases and sides:
-        # an earlier run stopped between the two renames: finish it
-        side = sorted(sides)[-1]
-        checks = []
-        if pf.dump:
-            checks = [Command(cmds.psql(site, database.count_sql(list(pf.dump.counts)), db=side),
-                              what=f"check {side} row counts against the dump",
-                              check=lambda r, exp=pf.dump.counts: database.check_counts(exp, r.stdout))]
-        steps.append(Step("finish-swap", f"finish the swap an earlier run started ({side} → {site.db_name})",
-                          checks + database.finish_swap_commands(site, side)))
-    elif restore_already_swapped(site, state):
-        pass  # restored and swapped in already; the old copy is dropped below
-    else:
-        side = database.side_name(ts)
-        assert pf.dump is not None
-        steps.append(Step("restore-side", f"restore {pf.dump.path} into side database {side} while the stack serves",
-                          database.restore_side_commands(site, pf.dump.path, side, pf.dump.counts, sorted(sides))))
-        steps.append(Step("stop-writers", "stop the writers", stack.stop_writers(site)))
-        old = database.old_name(ts)
-        steps.append(Step("swap", f"swap the restored database in ({site.db_name} → {old})",
-                          database.swap_commands(site, side, old)))
-        olds = [*olds, old]
-    if olds:
-        steps.append(Step("drop-old", f"drop the old database{'s' if len(olds) > 1 else ''} ({', '.join(olds)})",
-                          database.drop_database_commands(site, olds)))
-    return steps
+        return [Step("revert-files", f"revert the migration's files to {pf.revision[:12]}", save + revert)]
+    revert, person = files.manual_revert(site, state)
+    plan.needs_person = person
+    return [Step("revert-files", "revert docker-compose.yml, scripts/init.sql, backend/requirements.txt by hand",
+                 save + revert)]
 
 
 # --- apply ----------------------------------------------------------------------------------
 
-def apply_plan(runner, plan: Plan) -> list[tuple[str, float]]:
-    """Run the plan's steps in order, printing each step's start, end and duration. Under dry-run
-    the changes are printed, not sent. Returns (step title, seconds)."""
-    done = []
+@dataclass
+class Applied:
+    """What running a plan did: a timeline entry per step, and the copies made."""
+
+    timeline: list[dict] = field(default_factory=list)
+    copies: list[dict] = field(default_factory=list)
+
+
+def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str | None = None, start: int = 1,
+               applied: Applied | None = None) -> Applied:
+    """Run the plan's steps from ``start`` in order, printing each step's start, end and duration,
+    and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
+    passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent."""
+    applied = applied or Applied()
     total = len(plan.steps)
+    pending: list[dict] = []
+
+    def note(**record) -> None:
+        if journal_dir and not runner.dry_run:
+            pending.append({"run": run_id, "at": jn.now_iso(), **record})
+
+    def flush() -> None:
+        if pending:
+            runner.must(jn.append_command(journal_dir, pending))
+            pending.clear()
+
     for i, step in enumerate(plan.steps, 1):
+        if i < start:
+            continue
         runner.step = step.key
+        started_at, started = jn.now_iso(), time.monotonic()
+        probe = runner.run(step.done) if step.done is not None and not runner.dry_run else None
+        if probe is not None and not runner.judge(step.done, probe):
+            runner.printer.progress(f"[{i}/{total}] already done: {step.title}")
+            record_copy(step, probe.stdout, applied, note)
+            note(event="step", i=i, key=step.key, state="done", seconds=0.0, skipped=True)
+            flush()
+            applied.timeline.append(_entry(step, started_at, started, True, "", skipped=True))
+            continue
+        note(event="step", i=i, key=step.key, state="started")
+        flush()
         runner.printer.progress(f"[{i}/{total}] {step.title} ...")
-        started = time.monotonic()
         for command in step.commands:
             if runner.dry_run and command.changes:
                 runner.printer.line(f"      would run: {command.display()}")
             try:
-                runner.must(command)
-            except (CommandFailed, ConnectError):
+                out = runner.must(command)
+            except (CommandFailed, ConnectError) as err:
                 runner.printer.progress(f"[{i}/{total}] FAILED: {step.title} ({time.monotonic() - started:.1f}s)")
+                applied.timeline.append(_entry(step, started_at, started, False, err.message))
+                if isinstance(err, CommandFailed):
+                    note(event="step", i=i, key=step.key, state="failed", error=err.message)
+                    try:
+                        flush()
+                    except (CommandFailed, ConnectError):
+                        pass
                 raise
+            if command.check is not None and command.check.kind == "seal" and not out.dry:
+                record_copy(step, out.stdout, applied, note, path=command.check.arg)
         seconds = time.monotonic() - started
         runner.printer.progress(f"[{i}/{total}] done: {step.title} ({seconds:.1f}s)")
-        done.append((step.title, seconds))
-    return done
+        note(event="step", i=i, key=step.key, state="done", seconds=round(seconds, 3))
+        if step.key == "drop-old" or i == total:
+            flush()
+        applied.timeline.append(_entry(step, started_at, started, True, ""))
+    flush()
+    return applied
+
+
+def record_copy(step: Step, stdout: str, applied: Applied, note, path: str | None = None) -> None:
+    sha, size = seal_output(stdout)
+    if len(sha) != 64:
+        return
+    path = path or next((c.check.arg for c in step.commands if c.check is not None and c.check.kind == "seal"), None)
+    if not path:
+        return
+    copy = {"what": step.key, "path": path, "size": size, "sha256": sha}
+    if copy not in applied.copies:
+        applied.copies.append(copy)
+        note(event="copy", **copy)
+
+
+def _entry(step: Step, started_at: str, started: float, ok: bool, error: str, skipped: bool = False) -> dict:
+    return {"key": step.key, "title": step.title, "started": started_at, "ended": jn.now_iso(),
+            "seconds": round(time.monotonic() - started, 3), "downtime": step.downtime, "ok": ok, "error": error,
+            "skipped": skipped}

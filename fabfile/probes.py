@@ -7,6 +7,7 @@ anything on the server.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ APP_FILES = (
 FLOW_TABLES = ("flow_records", "flow_summary_5m")
 DUMP_PREFIX = "netmon_pre_tsdb_"
 SAFETY_PREFIX = "netmon_pre_rollback_"
+SIDE_PREFIX = "netmon_restore_"
+OLD_PREFIX = "netmon_old_"
+JOURNAL = "netmon_rollback_journal.jsonl"
 
 
 # --- parsers --------------------------------------------------------------------------------
@@ -271,9 +275,7 @@ class SiteState:
     compressed: list[str] = field(default_factory=list)
     caggs: list[str] = field(default_factory=list)
     failed_jobs: int = 0
-    event_triggers: list[tuple[str, str]] = field(default_factory=list)
     table_count: int | None = None
-    table_count_all: int | None = None
     db_size: int | None = None
     ts_column: str = ""
     flow_age: float | None = None
@@ -289,11 +291,21 @@ class SiteState:
     qa_check: bool = False
     now: float = 0.0
     backend_log: str = ""
+    db_name: str = "netmon"
+    partials: list[str] = field(default_factory=list)  # stale .partial files in backup_dir
+    plain_image: bool | None = None  # is the plain image on the server?
+    build_services: list[str] = field(default_factory=list)  # compose services with build:
+    lock: str = ""  # "held <holder json>" or "free"
+    journal: list[str] = field(default_factory=list)  # the journal's last lines
+    #: fact → why it could not be read. A fact named here is unknown, never absent.
+    unknown: dict[str, str] = field(default_factory=dict)
 
     # derived ------------------------------------------------------------------------------
-    @property
-    def db_container_running(self) -> bool:
-        return any(c.status == "running" for n, c in self.containers.items() if n.endswith("db"))
+    def known(self, *facts: str) -> bool:
+        return not any(f in self.unknown for f in facts)
+
+    def why(self, *facts: str) -> str:
+        return "; ".join(f"{f}: {self.unknown[f]}" for f in facts if f in self.unknown)
 
     def container(self, name: str) -> Container:
         return self.containers.get(name, Container(name, "missing"))
@@ -311,8 +323,18 @@ class SiteState:
         return [db for db, has in self.extension.items() if has]
 
     @property
+    def side_dbs(self) -> list[str]:
+        """Side databases of restores that never finished (they hold a partial restore)."""
+        return sorted(d for d in self.databases if d.startswith(SIDE_PREFIX))
+
+    @property
+    def kept_dbs(self) -> list[str]:
+        """Old databases a restore kept (renamed away, never dropped without a copy)."""
+        return sorted(d for d in self.databases if d.startswith(OLD_PREFIX))
+
+    @property
     def leftovers(self) -> list[str]:
-        return sorted(d for d in self.databases if d.startswith(("netmon_restore_", "netmon_old_")))
+        return self.side_dbs
 
     def flow_plain(self, name: str) -> bool:
         rel = self.relations.get(name)
@@ -320,13 +342,15 @@ class SiteState:
 
     @property
     def timescale_anywhere(self) -> bool:
-        return bool(self.compose_timescale or self.preload_timescaledb or self.extension_dbs
-                    or self.hypertables or self.caggs)
+        """TimescaleDB anywhere but in the old databases a restore kept on purpose."""
+        return bool(self.compose_timescale or self.preload_timescaledb
+                    or [d for d in self.extension_dbs if d not in self.kept_dbs] or self.hypertables or self.caggs)
 
     @property
     def rolled_back(self) -> bool:
-        """Plain image, no preload, no extension anywhere, plain flow tables, no leftovers."""
-        return (self.db_answers and not self.timescale_anywhere and not self.leftovers
+        """The database side is done: plain image, no preload, no extension (but in kept copies),
+        plain flow tables, no unfinished side database — every one of these facts read, none unknown."""
+        return (self.db_answers and not self.unknown and not self.timescale_anywhere and not self.leftovers
                 and all(self.flow_plain(t) for t in FLOW_TABLES))
 
     def pre_migration_rev(self) -> str | None:
@@ -338,55 +362,55 @@ class SiteState:
 
 
 # --- probe commands -------------------------------------------------------------------------
+#
+# Two remote commands gather the whole state: one shell script for the host (files, backups,
+# git, containers, images, lock, journal) and one script run inside the database container for
+# every database fact. Each part prints its own tagged lines and its own exit status, so a part
+# that failed makes its facts unknown while the rest still reads.
 
 def host_probe(site: SiteSettings) -> Command:
+    from .lock import lock_path  # noqa: PLC0415 - lock imports commands, this module's neighbour
+
     app, bak = q(site.app_dir), q(site.backup_dir)
     files = " ".join(q(f) for f in APP_FILES)
+    names = " ".join(q(n) for n in site.containers.values())
+    fmt = q("{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|"
+            "{{.Config.Image}}")
+    lock = q(lock_path(site.backup_dir))
     script = f"""
 docker compose version >/dev/null 2>&1 && echo docker=yes || echo docker=no
 [ -d {app} ] && echo app=yes || echo app=no
-[ -f {app}/docker-compose.yml ] && echo compose_file=yes
+[ -f {app}/docker-compose.yml ] && echo "compose_b64=$(base64 -w0 {app}/docker-compose.yml)"
 echo now=$(date +%s)
 df -Pk {bak} 2>/dev/null | awk 'NR==2{{print "backup_free_kb=" $4}}'
 for f in {bak}/{DUMP_PREFIX}*.dump {bak}/{SAFETY_PREFIX}*.dump; do
   [ -f "$f" ] && echo "backup=$(stat -c '%s|%Y' "$f")|$([ -f "$f.sha256" ] && echo sha || echo nosha)|$f"
 done
+for f in {bak}/.netmon_*.partial; do [ -f "$f" ] && echo "partial=$f"; done
 for f in {files}; do [ -f {app}/"$f" ] && echo "file=$f"; done
 for f in backend/app/main.py backend/app/services/flow_rollup.py; do
   [ -f {app}/"$f" ] && grep -qiE 'timescale|time_bucket|hypertable' {app}/"$f" && echo "mentions=$f"
 done
 [ -x {app}/scripts/qa_check.sh ] && echo qa=yes
-[ -d {app}/.git ] && command -v git >/dev/null 2>&1 && echo git=yes
+if [ -d {app}/.git ] && command -v git >/dev/null 2>&1 && cd {app}; then
+  echo git=yes
+  echo "head=$(git rev-parse HEAD 2>/dev/null)"
+  git status --porcelain -- {files} 2>/dev/null | sed 's/^/dirty=/'
+  for r in $(git log --format=%H -n 50 -- docker-compose.yml 2>/dev/null); do
+    if git show "$r:docker-compose.yml" 2>/dev/null | grep -qi timescale; then echo "rev=$r tsdb"; else echo "rev=$r plain"; fi
+  done
+  cd /
+fi
+if [ -e {lock} ] && ! flock -n -s {lock} true 2>/dev/null; then echo "lock=held $(head -n 1 {lock})"; else echo lock=free; fi
+[ -f {bak}/{JOURNAL} ] && tail -n 400 {bak}/{JOURNAL} | sed 's/^/journal=/'
+if out=$(docker image inspect --format '{{{{.Id}}}}' {q(site.plain_image)} 2>&1); then echo plain_image=yes
+elif printf '%s' "$out" | grep -qi 'no such image'; then echo plain_image=no
+else echo "plain_image=unknown $(printf '%s' "$out" | tail -n 1 | cut -c1-200)"; fi
+(cd {app} 2>/dev/null && docker compose ps -a --format json 2>&1; echo "ps_rc=$?") | sed 's/^/ps=/'
+docker inspect --format {fmt} {names} 2>/dev/null | sed 's/^/inspect=/'
 true
 """
     return Command("sh -c " + q(script.strip()), what="host probe", changes=False)
-
-
-def git_probe(site: SiteSettings) -> Command:
-    files = " ".join(q(f) for f in APP_FILES)
-    script = f"""
-cd {q(site.app_dir)} || exit 1
-echo "head=$(git rev-parse HEAD 2>/dev/null)"
-git status --porcelain -- {files} 2>/dev/null | sed 's/^/dirty=/'
-for r in $(git log --format=%H -n 50 -- docker-compose.yml 2>/dev/null); do
-  if git show "$r:docker-compose.yml" 2>/dev/null | grep -qi timescale; then echo "rev=$r tsdb"; else echo "rev=$r plain"; fi
-done
-true
-"""
-    return Command("sh -c " + q(script.strip()), what="git probe", changes=False)
-
-
-def cat_file(site: SiteSettings, rel: str) -> Command:
-    return Command(f"cat {q(site.app_dir + '/' + rel)}", what=f"read {rel}", changes=False)
-
-
-def ps_probe(site: SiteSettings) -> Command:
-    return Command(cmds.compose(site, "ps", "-a", "--format", "json"), what="compose ps", changes=False, ok_codes=(0, 1))
-
-
-def inspect_probe(site: SiteSettings) -> Command:
-    return Command(cmds.inspect_state(list(site.containers.values())), what="container states",
-                   changes=False, ok_codes=(0, 1))
 
 
 CLUSTER_SQL = [
@@ -394,47 +418,95 @@ CLUSTER_SQL = [
     "SELECT 'preload', setting, source, coalesce(sourcefile, '') FROM pg_settings WHERE name = 'shared_preload_libraries'",
     "SELECT 'file', sourcefile, sourceline, coalesce(setting, ''), applied FROM pg_file_settings "
     "WHERE name = 'shared_preload_libraries'",
-    "SELECT 'ext', extname FROM pg_extension WHERE extname = 'timescaledb'",
     "SELECT 'now', extract(epoch FROM now())::bigint",
 ]
+EXT_SQL = "SELECT 'ext', count(*) FROM pg_extension WHERE extname = 'timescaledb'"
 
 
 def db_sql() -> list[str]:
     return [
-        "SELECT 'ext', extname FROM pg_extension WHERE extname = 'timescaledb'",
+        EXT_SQL,
         "SELECT 'rel', c.relname, c.relkind, (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relname IN ('flow_records', 'flow_summary_5m')",
         "SELECT 'tables', count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-        "SELECT 'tables_all', count(*) FROM information_schema.tables WHERE table_schema = 'public'",
         "SELECT 'size', pg_database_size(current_database())",
-        "SELECT 'evt', evtname, evtenabled FROM pg_event_trigger",
         "SELECT 'tscol', column_name FROM information_schema.columns WHERE table_schema = 'public' "
         "AND table_name = 'flow_records' AND data_type LIKE 'timestamp%' ORDER BY ordinal_position",
     ]
 
 
 TSDB_SQL = [
-    "SELECT 'hyper', hypertable_name, compression_enabled FROM timescaledb_information.hypertables",
-    "SELECT 'cagg', view_name FROM timescaledb_information.continuous_aggregates",
+    "SELECT 'hyper', hypertable_name, compression_enabled FROM timescaledb_information.hypertables "
+    "WHERE hypertable_schema = 'public'",
+    "SELECT 'cagg', view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'public'",
     "SELECT 'jobfail', count(*) FROM timescaledb_information.job_stats WHERE last_run_status = 'Failed'",
 ]
 
 
-def psql_lenient(site: SiteSettings, sql: list[str], db: str) -> Command:
-    """psql without ON_ERROR_STOP (each statement stands alone) — for optional catalog views."""
-    args = ["psql", "-U", site.db_user, "-d", db, "-X", "-tA", "-F", "|"]
+def _psql_part(site: SiteSettings, tag: str, db: str, sql: list[str]) -> str:
+    args = ["psql", "-U", site.db_user, "-d", db, "-v", "ON_ERROR_STOP=1", "-X", "-tA", "-F", "|"]
     for stmt in sql:
         args += ["-c", stmt]
-    return Command(cmds.dexec(site, *args), what=f"catalog probe ({db})", changes=False, ok_codes=(0, 1, 2, 3))
+    return f"echo '@@{tag}'; " + " ".join(q(a) for a in args) + f" 2>&1; echo \"@@rc {tag} $?\""
+
+
+def db_probe(site: SiteSettings) -> Command:
+    """Every database fact in one ``docker exec``: the cluster (read through the first database
+    that lets us in), each database's extension, the app database's tables, TimescaleDB's catalog,
+    the data directory's free space. Each part ends with its own ``@@rc TAG STATUS`` line."""
+    cluster = [_psql_part(site, "cluster", db, [*CLUSTER_SQL, "SELECT 'via', current_database()"])
+               for db in ("postgres", "template1", site.db_name)]
+    parts = [
+        f"pg_isready -U {q(site.db_user)} -d postgres >/dev/null 2>&1; echo \"@@ready $?\"",
+        " || ".join(f"({c} | tee /tmp/.netmon-probe; grep -q '^@@rc cluster 0$' /tmp/.netmon-probe)" for c in cluster)
+        + "; rm -f /tmp/.netmon-probe",
+        _psql_part(site, "ext:postgres", "postgres", [EXT_SQL]),
+        _psql_part(site, "ext:template1", "template1", [EXT_SQL]),
+        _psql_part(site, "app", site.db_name, db_sql()),
+        _psql_part(site, "tsdb", site.db_name, TSDB_SQL),
+        "echo '@@df'; df -Pk /var/lib/postgresql/data 2>&1 | awk 'NR==2{print \"free \" $4}'; echo \"@@rc df $?\"",
+    ]
+    return Command(cmds.dexec(site, "sh", "-c", "\n".join(parts)), what="database probe", changes=False,
+                   ok_codes=tuple(range(256)))
 
 
 def _truthy(v: str) -> bool:
     return v.strip().lower() in ("t", "true", "on", "yes", "1")
 
 
-def apply_cluster_rows(state: SiteState, text: str, site: SiteSettings) -> None:
-    for r in rows(text):
+def split_parts(text: str) -> dict[str, tuple[int | None, list[str]]]:
+    """``@@TAG`` ... ``@@rc TAG N`` blocks → TAG → (exit status, lines). A block without its
+    ``@@rc`` line (the script died) has status None."""
+    parts: dict[str, tuple[int | None, list[str]]] = {}
+    current, lines = None, []
+    for line in (text or "").splitlines():
+        if line.startswith("@@ready "):
+            value = line.split()[1]
+            parts["ready"] = (int(value) if value.isdigit() else None, [])
+        elif line.startswith("@@rc "):
+            _, tag, code = (line.split() + ["", ""])[:3]
+            parts[tag] = (int(code) if code.isdigit() else None, lines)
+            current, lines = None, []
+        elif line.startswith("@@") and " " not in line:
+            if current is not None:
+                parts[current] = (None, lines)
+            current, lines = line[2:], []
+        elif current is not None:
+            lines.append(line)
+    if current is not None:
+        parts[current] = (None, lines)
+    return parts
+
+
+def _reason(lines: list[str], code: int | None) -> str:
+    text = [ln.strip() for ln in lines if ln.strip() and "|" not in ln]
+    detail = text[-1] if text else ("no answer" if code is None else f"exit {code}")
+    return detail[:200]
+
+
+def apply_cluster_rows(state: SiteState, lines: list[str]) -> None:
+    for r in rows("\n".join(lines)):
         tag = r[0]
         if tag == "db" and len(r) >= 4:
             state.databases[r[1]] = _truthy(r[2])
@@ -443,38 +515,32 @@ def apply_cluster_rows(state: SiteState, text: str, site: SiteSettings) -> None:
         elif tag == "file" and len(r) >= 5:
             line = int(r[2]) if r[2].isdigit() else 0
             state.preload_files.append((r[1], line, r[3]))
-        elif tag == "ext" and len(r) >= 2:
-            state.extension["postgres"] = True
         elif tag == "now" and len(r) >= 2 and r[1].isdigit():
             state.now = float(r[1])
-    state.extension.setdefault("postgres", False)
 
 
-def apply_db_rows(state: SiteState, text: str) -> None:
-    for r in rows(text):
+def ext_count(lines: list[str]) -> bool | None:
+    for r in rows("\n".join(lines)):
+        if r[0] == "ext" and len(r) >= 2 and r[1].isdigit():
+            return int(r[1]) > 0
+    return None
+
+
+def apply_db_rows(state: SiteState, lines: list[str]) -> None:
+    for r in rows("\n".join(lines)):
         tag = r[0]
-        if tag == "ext":
-            state.extension[state_db(state)] = True
-        elif tag == "rel" and len(r) >= 4:
+        if tag == "rel" and len(r) >= 4:
             state.relations[r[1]] = (r[2], int(r[3]) if r[3].isdigit() else 0)
         elif tag == "tables" and r[1].isdigit():
             state.table_count = int(r[1])
-        elif tag == "tables_all" and r[1].isdigit():
-            state.table_count_all = int(r[1])
         elif tag == "size" and r[1].isdigit():
             state.db_size = int(r[1])
-        elif tag == "evt" and len(r) >= 3:
-            state.event_triggers.append((r[1], r[2]))
         elif tag == "tscol" and not state.ts_column:
             state.ts_column = r[1]
 
 
-def state_db(state: SiteState) -> str:
-    return getattr(state, "_db_name", "netmon")
-
-
-def apply_tsdb_rows(state: SiteState, text: str) -> None:
-    for r in rows(text):
+def apply_tsdb_rows(state: SiteState, lines: list[str]) -> None:
+    for r in rows("\n".join(lines)):
         if r[0] == "hyper" and len(r) >= 2:
             state.hypertables.append(r[1])
             if len(r) >= 3 and _truthy(r[2]):
@@ -485,23 +551,87 @@ def apply_tsdb_rows(state: SiteState, text: str) -> None:
             state.failed_jobs = int(r[1])
 
 
+def apply_db_probe(state: SiteState, text: str) -> None:
+    """The database probe's output → facts; a part that failed makes its facts unknown."""
+    parts = split_parts(text)
+    ready = parts.get("ready", (None, []))[0]
+    if ready != 0:
+        state.db_answers = False
+        state.db_error = {1: "the server rejects connections (starting up?)", 2: "no response from the server",
+                          3: "pg_isready got no valid parameters"}.get(ready, "pg_isready did not run")
+        return
+    state.db_answers = True
+    code, lines = parts.get("cluster", (None, []))
+    if code != 0:
+        reason = _reason(lines, code)
+        for fact in ("databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb"):
+            state.unknown[fact] = f"no database lets the probe in ({reason})"
+        return
+    apply_cluster_rows(state, lines)
+    for db in ("postgres", "template1"):
+        if db not in state.databases:
+            continue
+        code, lines = parts.get(f"ext:{db}", (None, []))
+        has = ext_count(lines) if code == 0 else None
+        if has is None:
+            why = (f"it does not allow connections: ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true" if not state.databases[db]
+                   else _reason(lines, code))
+            state.extension[db] = None
+            state.unknown[f"ext:{db}"] = f"cannot read database {db} ({why})"
+        else:
+            state.extension[db] = has
+    if state.db_name not in state.databases:
+        return
+    code, lines = parts.get("app", (None, []))
+    has = ext_count(lines) if code == 0 else None
+    if has is None:
+        why = "it does not allow connections" if not state.databases[state.db_name] else _reason(lines, code)
+        state.extension[state.db_name] = None
+        state.unknown["app"] = f"cannot read database {state.db_name} ({why})"
+        return
+    state.extension[state.db_name] = has
+    apply_db_rows(state, lines)
+    if has:
+        code, lines = parts.get("tsdb", (None, []))
+        if code != 0:
+            state.unknown["tsdb"] = f"cannot read TimescaleDB's catalog in {state.db_name} ({_reason(lines, code)})"
+        else:
+            apply_tsdb_rows(state, lines)
+    code, lines = parts.get("df", (None, []))
+    for line in lines:
+        if line.startswith("free ") and line[5:].strip().isdigit():
+            state.db_free_kb = int(line[5:].strip())
+    # a continuous aggregate shows up as a view (or matview); record it as one
+    rel = state.relations.get("flow_summary_5m")
+    if rel and rel[0] in ("v", "m") and "flow_summary_5m" not in state.caggs:
+        state.caggs.append("flow_summary_5m")
+
+
 def apply_host_lines(state: SiteState, text: str) -> None:
+    ps_lines: list[str] = []
+    inspect_lines: list[str] = []
+    ps_rc = None
     for line in (text or "").splitlines():
         key, _, value = line.partition("=")
         if key == "docker":
             state.docker = value == "yes"
         elif key == "app":
             state.app_dir = value == "yes"
-        elif key == "compose_file":
+        elif key == "compose_b64":
             state.compose_file = True
+            try:
+                state.compose_text = base64.b64decode(value).decode()
+            except (ValueError, UnicodeDecodeError):
+                state.unknown["compose"] = "docker-compose.yml cannot be read as text"
         elif key == "now" and value.isdigit():
             state.now = float(value)
         elif key == "backup_free_kb" and value.isdigit():
             state.backup_free_kb = int(value)
         elif key == "backup":
             size, mtime, sha, path = value.split("|", 3)
-            state.backups.append(Backup(path, int(size), 0.0, sha == "sha"))
-            state.backups[-1].age = float(mtime)  # epoch for now; made an age below
+            state.backups.append(Backup(path, int(size), float(mtime), sha == "sha"))
+        elif key == "partial":
+            state.partials.append(value)
         elif key == "file":
             state.files.append(value)
         elif key == "mentions":
@@ -510,20 +640,52 @@ def apply_host_lines(state: SiteState, text: str) -> None:
             state.qa_check = True
         elif key == "git":
             state.git = True
-    for b in state.backups:
-        b.age = max(0.0, state.now - b.age) if state.now else 0.0
-
-
-def apply_git_lines(state: SiteState, text: str) -> None:
-    for line in (text or "").splitlines():
-        key, _, value = line.partition("=")
-        if key == "head":
+        elif key == "head":
             state.git_head = value.strip()
         elif key == "dirty":
             state.git_dirty.append(value[3:].strip() if len(value) > 3 else value.strip())
         elif key == "rev":
             rev, _, kind = value.partition(" ")
             state.git_history.append((rev, kind.strip()))
+        elif key == "lock":
+            state.lock = value
+        elif key == "journal":
+            state.journal.append(value)
+        elif key == "plain_image":
+            state.plain_image = {"yes": True, "no": False}.get(value.split(" ", 1)[0])
+            if state.plain_image is None:
+                state.unknown["plain_image"] = f"docker image inspect failed: {value[8:] or 'no answer'}"
+        elif key == "ps":
+            if value.startswith("ps_rc="):
+                ps_rc = value[6:]
+            else:
+                ps_lines.append(value)
+        elif key == "inspect":
+            inspect_lines.append(value)
+    for b in state.backups:
+        b.age = max(0.0, state.now - b.age) if state.now else 0.0
+    if ps_rc == "0":
+        try:
+            state.ps = parse_compose_ps("\n".join(ps_lines))
+        except ValueError:
+            state.unknown["ps"] = "docker compose ps printed no JSON"
+    elif state.app_dir:
+        state.unknown["ps"] = f"docker compose ps failed: {(ps_lines or ['no answer'])[-1][:200]}"
+    state.containers = parse_inspect("\n".join(inspect_lines))
+    if state.compose_text:
+        apply_compose(state, state.compose_text)
+
+
+def apply_compose(state: SiteState, text: str) -> None:
+    db = compose_db_service(text)
+    state.db_image = str(db.get("image", ""))
+    cmd = db.get("command", "")
+    state.db_command = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd or "")
+    try:
+        services = (yaml.safe_load(text) or {}).get("services") or {}
+    except (yaml.YAMLError, AttributeError):
+        services = {}
+    state.build_services = [name for name, spec in services.items() if isinstance(spec, dict) and spec.get("build")]
 
 
 def dump_backups(state: SiteState) -> list[Backup]:
@@ -542,65 +704,37 @@ def require_site(site: SiteSettings, state: SiteState, where: str) -> None:
         raise PreflightError(f"{site.app_dir}/docker-compose.yml not found on {where} — is app_dir right?")
 
 
+def require_known(state: SiteState, where: str, *facts: str) -> None:
+    """A plan that needs an unknown fact refuses, changing nothing."""
+    missing = [f for f in (facts or tuple(state.unknown)) if f in state.unknown]
+    if missing:
+        raise PreflightError(f"cannot read the state of {where}: {state.why(*missing)} — nothing was changed; "
+                             "fix that (status shows it), then rerun")
+
+
 # --- the probe run --------------------------------------------------------------------------
 
 def probe_site(runner, site: SiteSettings, deep: bool = False) -> SiteState:
-    """Run every read-only probe; ``deep`` adds the status-only ones (flow age, backend log)."""
-    state = SiteState()
-    state._db_name = site.db_name
+    """Run the read-only probes (two remote commands); ``deep`` adds the status-only ones."""
+    state = SiteState(db_name=site.db_name)
     out = runner.run(host_probe(site))
+    if not out.ok:
+        raise PreflightError(f"the host probe failed on {runner.site} (exit {out.exited}: "
+                             f"{(out.stderr or out.stdout).strip()[-200:]}) — check the SSH user's shell")
     apply_host_lines(state, out.stdout)
     if not state.docker or not state.app_dir:
         return state
-    if state.compose_file:
-        out = runner.run(cat_file(site, "docker-compose.yml"))
-        state.compose_text = out.stdout if out.ok else ""
-        db = compose_db_service(state.compose_text)
-        state.db_image = str(db.get("image", ""))
-        cmd = db.get("command", "")
-        state.db_command = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd or "")
-    if state.git:
-        apply_git_lines(state, runner.run(git_probe(site)).stdout)
-    out = runner.run(ps_probe(site))
-    try:
-        state.ps = parse_compose_ps(out.stdout)
-    except ValueError:
-        state.ps = []
-    out = runner.run(inspect_probe(site))
-    state.containers = parse_inspect(out.stdout)
-    if state.container(site.db_container).status != "running":
-        state.db_error = f"container {site.db_container} is {state.container(site.db_container).status}"
+    db = state.container(site.db_container)
+    if db.status != "running":
+        state.db_error = f"container {site.db_container} is {db.status}"
         return state
-    out = runner.run(Command(cmds.psql(site, *CLUSTER_SQL, db="postgres"), what="cluster probe", changes=False,
-                             ok_codes=(0, 1, 2)))
-    if not out.ok:
-        state.db_error = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["database does not answer"]
-        state.db_error = state.db_error[0]
+    out = runner.run(db_probe(site))
+    if "@@ready" not in out.stdout:
+        state.db_error = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["docker exec failed"]
+        state.db_error = state.db_error[0][:200]
+        state.unknown["db"] = f"docker exec into {site.db_container} failed ({state.db_error})"
         return state
-    state.db_answers = True
-    apply_cluster_rows(state, out.stdout, site)
-    if state.databases.get("template1", False):
-        out = runner.run(Command(cmds.psql(site, "SELECT 'ext', extname FROM pg_extension WHERE extname = 'timescaledb'",
-                                           db="template1"), what="template1 probe", changes=False, ok_codes=(0, 1, 2)))
-        state.extension["template1"] = "timescaledb" in out.stdout
-    for name in state.databases:
-        if name.startswith(("netmon_restore_", "netmon_old_")):
-            state.extension.setdefault(name, None)
-    if site.db_name in state.databases:
-        out = runner.run(Command(cmds.psql(site, *db_sql(), db=site.db_name), what="database probe",
-                                 changes=False, ok_codes=(0, 1, 2)))
-        state.extension[site.db_name] = False
-        apply_db_rows(state, out.stdout)
-        if state.extension.get(site.db_name):
-            apply_tsdb_rows(state, runner.run(psql_lenient(site, TSDB_SQL, site.db_name)).stdout)
-        # a continuous aggregate shows up as a view (or matview); record it as one
-        rel = state.relations.get("flow_summary_5m")
-        if rel and rel[0] in ("v", "m") and "flow_summary_5m" not in state.caggs:
-            state.caggs.append("flow_summary_5m")
-    out = runner.run(Command(cmds.dexec(site, "df", "-Pk", "/var/lib/postgresql/data") + " | awk 'NR==2{print $4}'",
-                             what="database disk", changes=False, ok_codes=(0, 1, 126, 127)))
-    if out.stdout.strip().isdigit():
-        state.db_free_kb = int(out.stdout.strip())
+    apply_db_probe(state, out.stdout)
     if deep:
         deep_probes(runner, site, state)
     return state

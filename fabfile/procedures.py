@@ -14,15 +14,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import dumps
+from . import database, dumps
 from .commands import Command, q
 from .connection import harden, open_checked
 from .dumps import DumpInfo
-from .errors import CommandFailed, InputError, Refused, RollbackError, VerifyFailed
+from .errors import CommandFailed, InputError, PreflightError, Refused, RollbackError, VerifyFailed
 from .inventory import SiteSettings, admin_password
-from .plan import Plan, Preflight, RollbackOptions, apply_plan, build_plan, find_revision, preflight, reset_plan, running_plain
-from .probes import dump_backups, probe_site, require_site
-from .report import Printer, checks_table, human_age, human_size, table
+from .journal import append_command, new_run_id, now_iso, unfinished
+from .lock import ServerLock
+from .lock import me as lock_me
+from .plan import (
+    Applied,
+    Plan,
+    Preflight,
+    RollbackOptions,
+    Step,
+    apply_plan,
+    build_plan,
+    find_revision,
+    finish_plan,
+    preflight,
+    reset_plan,
+    running_plain,
+    safety_dump_step,
+)
+from .probes import dump_backups, probe_site, require_known, require_site
+from .report import Printer, checks_table, human_size
 from .runner import AuditLog, Runner
 from .status import status_report
 from .verify import Check, verify_checks, verify_state
@@ -33,8 +50,8 @@ NOTES = {
         "  flow_summary_5m fills after the first rollup cycle (5 minutes).",
     ],
     "restore": [
-        "Restored: the database is back to the pre-migration backup. Flows recorded after that backup are only",
-        "  in the safety dump (netmon_pre_rollback_*.dump).",
+        "Restored: the database is back to the pre-migration backup. Rows written after that backup are only in",
+        "  the safety dump named below (a copy of the migrated database: it restores on a TimescaleDB server).",
     ],
     "common": [
         "Retention: the application's scheduled_cleanup job (every 6 hours) deletes old rows with DELETE ... WHERE",
@@ -112,9 +129,10 @@ def verify_site(c, site: SiteSettings, printer: Printer | None = None, password:
     return verify_checks(runner, site, password, ingest_wait)
 
 
-def verify_result(c, site: SiteSettings, printer: Printer | None = None, as_json: bool = False) -> HostResult:
+def verify_result(c, site: SiteSettings, printer: Printer | None = None, as_json: bool = False,
+                  password: str | None = None) -> HostResult:
     def body() -> HostResult:
-        checks = verify_site(c, site, printer)
+        checks = verify_site(c, site, printer, password=password)
         failed = [ch.name for ch in checks if not ch.ok]
         if not as_json and printer is not None:
             printer.block(checks_table(checks))
@@ -130,31 +148,31 @@ def verify_result(c, site: SiteSettings, printer: Printer | None = None, as_json
 def backup_site(c, site: SiteSettings, printer: Printer | None = None, download: str | None = None) -> HostResult:
     def body() -> HostResult:
         runner = session(c, site, "backup", printer)
-        state = probe_site(runner, site)
-        require_site(site, state, runner.site)
-        if not state.db_answers:
-            raise InputError(f"the database on {runner.site} does not answer ({state.db_error}) — start it, then rerun backup")
-        final = f"{site.backup_dir}/netmon_pre_tsdb_{dumps.utc_stamp()}.dump"
-        info = DumpInfo(final)
-        runner.step = "backup"
-        runner.printer.progress(f"pg_dump {site.db_name} → {final}")
-        for command in dumps.make_dump_commands(site, final, info, what="backup"):
-            runner.must(command)
-        size = runner.must(Command(f"stat -c %s {q(final)}", what="size", changes=False)).stdout.strip()
-        info.size = int(size) if size.isdigit() else None
-        tables = len(info.tables)
-        lines = [f"backup: {final}", f"size:   {human_size(info.size)} ({info.size} bytes)", f"sha256: {info.sha256}",
-                 f"tables: {tables} ({sum(info.counts.values())} rows read back)"]
-        data = {"path": final, "size": info.size, "sha256": info.sha256, "tables": tables}
-        if download:
-            local, sha = dumps.fetch(runner, final, Path(download))
-            lines.append(f"downloaded: {local} (sha256 checked)")
-            data["local"] = str(local)
-        if state.extension.get(site.db_name):
-            lines.append(f"note: {site.db_name} holds TimescaleDB, so this is a copy of the migrated database, not a "
-                         "pre-migration backup; rollback --mode=restore refuses it and names the next older dump")
-        runner.printer.block("\n".join(lines))
-        return HostResult(runner.site, "backup", True, summary=final, data=data, audit_log=str(runner.audit.path))
+        with ServerLock(runner.c, runner.site, site.backup_dir, "backup"):
+            state = probe_site(runner, site)
+            require_site(site, state, runner.site)
+            if not state.db_answers:
+                raise InputError(f"the database on {runner.site} does not answer ({state.db_error}) — start it, "
+                                 "then rerun backup")
+            require_known(state, runner.site, "app")
+            final = f"{site.backup_dir}/netmon_pre_tsdb_{dumps.utc_stamp()}.dump"
+            runner.step = "backup"
+            runner.printer.progress(f"pg_dump {site.db_name} → {final}")
+            info = dumps.run_dump(runner, dumps.make_dump_commands(site, final, what="backup"), DumpInfo(final))
+            tables = len(info.tables)
+            lines = [f"backup: {final}", f"size:   {human_size(info.size)} ({info.size} bytes)", f"sha256: {info.sha256}",
+                     f"tables: {tables} ({sum(info.counts.values())} rows read back)"]
+            data = {"path": final, "size": info.size, "sha256": info.sha256, "tables": tables,
+                    "copies": [{"what": "backup", "path": final, "size": info.size, "sha256": info.sha256}]}
+            if download:
+                local, _ = dumps.fetch(runner, final, Path(download))
+                lines.append(f"downloaded: {local} (sha256 checked)")
+                data["local"] = str(local)
+            if state.extension.get(site.db_name):
+                lines.append(f"note: {site.db_name} holds TimescaleDB, so this is a copy of the migrated database, not a "
+                             "pre-migration backup; rollback --mode=restore refuses it and names the next older dump")
+            runner.printer.block("\n".join(lines))
+            return HostResult(runner.site, "backup", True, summary=final, data=data, audit_log=str(runner.audit.path))
     return _guard("backup", site, printer, body)
 
 
@@ -164,104 +182,185 @@ def confirm_on_tty(plan: Plan) -> bool:
     """Ask once on the terminal; refuse when there is none."""
     if not sys.stdin.isatty():
         raise Refused(f"no terminal to confirm the rollback of {plan.site} on — rerun with --yes (or --dry-run to see the plan)")
-    answer = input(f"Roll back {plan.site} (--mode={plan.mode})? Type 'yes' to go on: ")
+    answer = input(f"Roll back {plan.site} ({plan.mode})? Type 'yes' to go on: ")
     return answer.strip().lower() in ("y", "yes")
 
 
+class _Run:
+    """One rollback or reset on one site: its runner, the journal records it writes, what it did."""
+
+    def __init__(self, runner: Runner, site: SiteSettings, task: str, yes: bool, confirm: Callable[[Plan], bool] | None):
+        self.runner, self.site, self.task, self.yes = runner, site, task, yes
+        self.confirm = confirm or confirm_on_tty
+        self.applied = Applied()
+        self.plans: list[Plan] = []
+
+    def ask(self, plan: Plan) -> None:
+        if not self.yes and not self.confirm(plan):
+            raise Refused(f"{self.task} of {self.runner.site} not confirmed — nothing more was changed")
+
+    def start(self, plan: Plan, run_id: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        record = {"run": run_id, "event": "start", "at": now_iso(), "task": self.task, "mode": plan.mode,
+                  "who": lock_me(self.task), "plan": plan.to_dict()}
+        self.runner.step = "journal"
+        self.runner.must(append_command(self.site.backup_dir, [record]))
+        return run_id
+
+    def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
+        self.plans.append(plan)
+        apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied)
+        replanned = bool(plan.steps) and plan.steps[-1].replan
+        self.runner.step = "journal"
+        records = [{"run": run_id, "event": "kept", "db": db, "at": now_iso()} for db in plan.kept]
+        records.append({"run": run_id, "event": "end", "at": now_iso(), "replanned": replanned})
+        self.runner.must(append_command(self.site.backup_dir, records))
+
+    def data(self) -> dict:
+        last = self.plans[-1] if self.plans else None
+        return {"timeline": self.applied.timeline, "copies": self.applied.copies,
+                "plan": [{"key": st.key, "title": st.title, "commands": [cm.display() for cm in st.commands]}
+                         for p in self.plans for st in p.steps],
+                "safety_dump": next((cp["path"] for cp in self.applied.copies), last.safety_dump if last else None),
+                "needs_person": last.needs_person if last else [], "kept": [d for p in self.plans for d in p.kept]}
+
+
 def rollback_site(c, site: SiteSettings, opts: RollbackOptions, confirm: Callable[[Plan], bool] | None = None,
-                  printer: Printer | None = None) -> HostResult:
-    """Preflight (read-only) → plan → confirm → apply → verify → notes. ``confirm`` is asked once
-    with the plan (not asked with ``opts.yes`` or ``opts.dry_run``)."""
+                  printer: Printer | None = None, password: str | None = None) -> HostResult:
+    """Lock → preflight (read-only) → plan (or the journal's unfinished one) → confirm → apply →
+    verify → notes. ``confirm`` is asked with each plan (not with ``opts.yes`` or ``opts.dry_run``)."""
     def body() -> HostResult:
         opts.validate()
         runner = session(c, site, "rollback", printer, dry_run=opts.dry_run, timeout=opts.timeout)
-        out = runner.printer
-        out.progress(f"preflight on {runner.site} (read-only)")
-        pf = preflight(runner, site, opts)
-        plan = build_plan(site, pf, opts, dumps.utc_stamp(), where=runner.site)
+        if opts.dry_run:
+            return _rollback(runner, site, opts, confirm, password)
+        with ServerLock(runner.c, runner.site, site.backup_dir, "rollback"):
+            return _rollback(runner, site, opts, confirm, password)
+    return _guard("rollback", site, printer, body)
+
+
+def _rollback(runner: Runner, site: SiteSettings, opts: RollbackOptions, confirm, password) -> HostResult:
+    out = runner.printer
+    out.progress(f"preflight on {runner.site} (read-only)")
+    pf = preflight(runner, site, opts)
+    if password is None and not opts.dry_run:
+        password = admin_password(site)
+    run = _Run(runner, site, "rollback", opts.yes or opts.dry_run, confirm)
+    if pf.resume is not None:
+        rec = pf.resume
+        plan = Plan.from_dict(rec.plan)
+        out.line(f"{rec.describe()}: resuming at step {rec.next_step}")
+        if opts.dry_run:
+            out.block(plan.render())
+            return HostResult(runner.site, "rollback", True, summary=f"dry run: would resume at step {rec.next_step}",
+                              data={"resume": rec.describe()}, audit_log=str(runner.audit.path))
+        run.applied.copies.extend(rec.copies)
+        run.apply(plan, rec.run, start=rec.next_step)
+    else:
+        plan = build_plan(site, pf, opts, opts.ts or dumps.utc_stamp(), where=runner.site)
         for line in plan.findings:
             out.line(f"  - {line}")
         if plan.already_done:
-            out.line(f"{runner.site} is already rolled back (plain PostgreSQL, no TimescaleDB anywhere): nothing to change.")
-            checks = verify_state(runner, site, pf.state, admin_password(site))
-            out.block(checks_table(checks))
+            checks = verify_state(runner, site, pf.state, password)
             failed = [ch.name for ch in checks if not ch.ok]
-            return HostResult(runner.site, "rollback", not failed, summary="already rolled back", checks=checks,
-                              error="" if not failed else "already rolled back, but verify failed: " + ", ".join(failed),
-                              code=0 if not failed else 7, audit_log=str(runner.audit.path))
+            if not failed:
+                out.line(f"{runner.site} is already rolled back (plain PostgreSQL, no TimescaleDB anywhere, every check "
+                         "passes): nothing to change.")
+                out.block(checks_table(checks))
+                return HostResult(runner.site, "rollback", True, summary="already rolled back", checks=checks,
+                                  audit_log=str(runner.audit.path))
+            plan = finish_plan(site, pf.state, failed, opts.ts or dumps.utc_stamp(), runner.site)
+            out.line(f"  - {plan.findings[0]}")
+        if opts.expect_plan is not None and plan.commands() != opts.expect_plan:
+            raise PreflightError(f"the state of {runner.site} changed since its plan was shown — nothing was changed; "
+                                 "rerun to see the new plan")
         out.block(plan.render())
         if opts.dry_run:
             out.line("dry run: only read-only commands were run; nothing was changed.")
             return HostResult(runner.site, "rollback", True, summary="dry run",
-                              data={"plan": plan.render(), "steps": [step.title for step in plan.steps]},
+                              data={"plan": plan.render(), "steps": [step.title for step in plan.steps],
+                                    "plan_commands": plan.commands(), "ts": plan.ts, "json_plan": plan.to_dict()},
                               audit_log=str(runner.audit.path))
-        if not opts.yes:
-            asker = confirm or confirm_on_tty
-            if not asker(plan):
-                raise Refused(f"rollback of {runner.site} not confirmed — nothing was changed")
-        password = admin_password(site)
-        for _ in range(3):
-            apply_plan(runner, plan)
-            if not any(step.replan for step in plan.steps):
-                break
-            out.progress("probing again after the database start")
-            pf = preflight(runner, site, opts)
-            plan = build_plan(site, pf, opts, plan.ts, where=runner.site)
-            if plan.already_done:
-                break
-            out.block(plan.render())
-        runner.step = "verify"
-        out.progress("verify")
-        checks = verify_checks(runner, site, password)
-        out.block(checks_table(checks))
-        failed = [ch.name for ch in checks if not ch.ok]
-        out.line("")
-        for line in NOTES[opts.mode] + NOTES["common"]:
-            out.line(line)
-        for item in plan.needs_person:
-            out.line(f"NEEDS A PERSON: {site.app_dir}/{item} still mentions TimescaleDB — revert it by hand.")
-        if plan.safety_dump:
-            out.line(f"Safety dump: {plan.safety_dump} (+ .sha256)")
-        out.progress(f"rollback of {runner.site} {'finished' if not failed else 'finished, but verify failed'}")
-        return HostResult(runner.site, "rollback", not failed, checks=checks,
-                          summary="rolled back" if not failed else "rolled back, verify failed",
-                          error="" if not failed else f"verify failed after the rollback of {runner.site}: " + ", ".join(failed),
-                          code=0 if not failed else 7, next_step="" if not failed else "look at the failed checks",
-                          data={"safety_dump": plan.safety_dump, "needs_person": plan.needs_person},
-                          audit_log=str(runner.audit.path))
-    return _guard("rollback", site, printer, body)
+        run.ask(plan)
+        run.apply(plan, run.start(plan))
+    for _ in range(3):  # the fallback start and the connection repair are followed by a plan of the rest
+        if not (run.plans[-1].steps and run.plans[-1].steps[-1].replan):
+            break
+        runner.step = "preflight"
+        out.progress("probing again, to plan the rest")
+        pf = preflight(runner, site, RollbackOptions(**{**vars(opts), "ts": None}))
+        plan = build_plan(site, pf, opts, dumps.utc_stamp(), where=runner.site)
+        if plan.already_done:
+            break
+        out.block(plan.render())
+        run.ask(plan)
+        run.apply(plan, run.start(plan))
+    runner.step = "verify"
+    out.progress("verify")
+    checks = verify_checks(runner, site, password)
+    out.block(checks_table(checks))
+    failed = [ch.name for ch in checks if not ch.ok]
+    data = run.data()
+    out.line("")
+    for line in NOTES[opts.mode] + NOTES["common"]:
+        out.line(line)
+    for item in data["needs_person"]:
+        out.line(f"NEEDS A PERSON: {site.app_dir}/{item} still mentions TimescaleDB — revert it by hand.")
+    for db in data["kept"]:
+        out.line(f"KEPT: the old database {db} (no safety dump was taken) — drop it once you no longer need it: "
+                 f"fab -H {runner.site} drop-database {db}")
+    for copy in data["copies"]:
+        out.line(f"Copy made: {copy['path']} ({human_size(copy['size'])}, sha256 {copy['sha256'][:16]}…, + .sha256)")
+    out.progress(f"rollback of {runner.site} {'finished' if not failed else 'finished, but verify failed'}")
+    return HostResult(runner.site, "rollback", not failed, checks=checks,
+                      summary="rolled back" if not failed else "rolled back, verify failed",
+                      error="" if not failed else f"verify failed after the rollback of {runner.site}: " + ", ".join(failed),
+                      code=0 if not failed else 7, next_step="" if not failed else "look at the failed checks",
+                      data=data, audit_log=str(runner.audit.path))
 
 
 # --- reset ----------------------------------------------------------------------------------
 
 def reset_site(c, site: SiteSettings, printer: Printer | None = None, commit: str | None = None) -> HostResult:
-    """The last resort: safety dump when the database answers, stack stopped, the five files back at
-    the pre-migration revision, volume removed, stack started fresh on the plain image, health
-    waited for, and the state read back. The caller has checked --confirm."""
+    """The last resort: a copy first (dump, or an archive of the volume when the database does not
+    answer), stack stopped, the five files back at the pre-migration revision, volume removed,
+    stack started fresh on the plain image, health waited for, and the state read back. The caller
+    has checked --confirm."""
     def body() -> HostResult:
         runner = session(c, site, "reset", printer)
-        out = runner.printer
-        out.progress(f"preflight on {runner.site} (read-only)")
-        state = probe_site(runner, site)
-        require_site(site, state, runner.site)
-        pf = Preflight(state)
-        find_revision(runner, site, pf, commit)
-        plan = reset_plan(site, pf, dumps.utc_stamp(), where=runner.site)
-        for line in plan.findings:
-            out.line(f"  - {line}")
-        out.block(plan.render())
-        apply_plan(runner, plan)
-        runner.step = "check"
-        after = probe_site(runner, site)
-        if not after.db_answers or after.timescale_anywhere or not running_plain(site, after):
-            raise CommandFailed(f"after the reset {runner.site} still does not run plain PostgreSQL "
-                                f"({after.db_error or 'TimescaleDB still set somewhere'}) — run status and look")
-        out.line("The database was recreated empty on the plain image; the backend created its tables and the default admin.")
-        if plan.safety_dump:
-            out.line(f"Safety dump of the old database: {plan.safety_dump} (+ .sha256)")
-        out.progress(f"reset of {runner.site} finished")
-        return HostResult(runner.site, "reset", True, summary="reset", data={"safety_dump": plan.safety_dump},
-                          audit_log=str(runner.audit.path))
+        with ServerLock(runner.c, runner.site, site.backup_dir, "reset"):
+            out = runner.printer
+            out.progress(f"preflight on {runner.site} (read-only)")
+            state = probe_site(runner, site)
+            require_site(site, state, runner.site)
+            run = _Run(runner, site, "reset", True, None)
+            resume = unfinished(state.journal)
+            if resume is not None and resume.task == "reset":
+                out.line(f"{resume.describe()}: resuming at step {resume.next_step}")
+                run.applied.copies.extend(resume.copies)
+                run.apply(Plan.from_dict(resume.plan), resume.run, start=resume.next_step)
+            elif resume is not None:
+                raise InputError(f"{resume.describe()} — finish it first: rerun `fab rollback --mode={resume.mode}`")
+            else:
+                pf = Preflight(state)
+                find_revision(runner, site, pf, commit)
+                plan = reset_plan(site, pf, dumps.utc_stamp(), where=runner.site)
+                for line in plan.findings:
+                    out.line(f"  - {line}")
+                out.block(plan.render())
+                run.apply(plan, run.start(plan))
+            runner.step = "check"
+            after = probe_site(runner, site)
+            if not after.db_answers or after.timescale_anywhere or not running_plain(site, after):
+                raise CommandFailed(f"after the reset {runner.site} still does not run plain PostgreSQL "
+                                    f"({after.db_error or 'TimescaleDB still set somewhere'}) — run status and look")
+            out.line("The database was recreated empty on the plain image; the backend created its tables and the default admin.")
+            data = run.data()
+            for copy in data["copies"]:
+                out.line(f"Copy of the old database: {copy['path']} ({human_size(copy['size'])}, sha256 "
+                         f"{copy['sha256'][:16]}…, + .sha256)")
+            out.progress(f"reset of {runner.site} finished")
+            return HostResult(runner.site, "reset", True, summary="reset", data=data, audit_log=str(runner.audit.path))
     return _guard("reset", site, printer, body)
 
 
@@ -294,12 +393,34 @@ def push_dump_site(c, site: SiteSettings, file: str, printer: Printer | None = N
         if not local.is_file():
             raise InputError(f"{file} not found — give an existing dump file")
         runner = session(c, site, "push-dump", printer)
-        remote, sha = dumps.push(runner, local, site.backup_dir)
+        with ServerLock(runner.c, runner.site, site.backup_dir, "push-dump"):
+            remote, sha = dumps.push(runner, local, site.backup_dir)
         runner.printer.line(f"pushed {local} → {runner.site}:{remote}\nsha256: {sha} (checked at both ends)")
         return HostResult(runner.site, "push-dump", True, summary=remote, data={"remote": remote, "sha256": sha})
     return _guard("push-dump", site, printer, body)
 
 
-def backups_table(state) -> str:
-    return table([[b.name, human_size(b.size), human_age(b.age), "yes" if b.has_sha else "no"] for b in state.backups],
-                 ["backup", "size", "age", "sha256"])
+
+def drop_kept_site(c, site: SiteSettings, name: str, yes: bool = False, printer: Printer | None = None) -> HostResult:
+    """Drop a database a restore kept instead of dropping (no safety dump was taken then): a
+    checked safety dump of it first, so even now it is never the only copy that goes."""
+    def body() -> HostResult:
+        if not name.startswith("netmon_old_"):
+            raise InputError(f"{name} is not a database a restore kept (netmon_old_*) — give one that status lists as kept")
+        runner = session(c, site, "drop-database", printer)
+        with ServerLock(runner.c, runner.site, site.backup_dir, "drop-database"):
+            state = probe_site(runner, site)
+            require_site(site, state, runner.site)
+            if name not in state.kept_dbs:
+                raise InputError(f"{name} does not exist on {runner.site} — status lists the kept databases")
+            final, step = safety_dump_step(site, dumps.utc_stamp(), db=name)
+            plan = Plan(site=runner.site, mode="drop-database", ts="", task="drop-database",
+                        steps=[step, Step("drop-kept", f"drop {name}", database.drop_database_commands(site, [name]))])
+            runner.printer.block(plan.render())
+            run = _Run(runner, site, "drop-database", yes, None)
+            run.ask(plan)
+            run.apply(plan, run.start(plan))
+            runner.printer.line(f"dropped {name}; its copy: {final} (+ .sha256)")
+            return HostResult(runner.site, "drop-database", True, summary=f"dropped {name}", data=run.data(),
+                              audit_log=str(runner.audit.path))
+    return _guard("drop-database", site, printer, body)

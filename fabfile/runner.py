@@ -23,6 +23,7 @@ from invoke.exceptions import CommandTimedOut, Failure, ThreadException, Unexpec
 
 from .commands import Command
 from .errors import CommandFailed, ConnectError
+from .expect import judge
 from .report import Printer
 
 REDACTED = "***"
@@ -145,7 +146,7 @@ class Runner:
             what = command.what or self.redact(command.cmd)[:120]
             return f"{what} failed (exit {out.exited}){': ' + tail[:300] if tail else ''}"
         if command.check is not None:
-            problem = command.check(out)
+            problem = judge(command.check, out)
             if problem:
                 return self.redact(problem)
         return None
@@ -157,7 +158,7 @@ class Runner:
         while True:
             attempts += 1
             out = self._once(command, log=False)
-            if out.exited in command.ok_codes and (command.check is None or not command.check(out)):
+            if out.exited in command.ok_codes and (command.check is None or not judge(command.check, out)):
                 break
             if time.monotonic() >= deadline:
                 break

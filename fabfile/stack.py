@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import commands as cmds
 from .commands import Command
+from .expect import Expect
 from .inventory import SiteSettings
 
 APP_SERVICES = ("redis", "backend", "frontend", "nginx")
@@ -18,36 +19,57 @@ def down(site: SiteSettings) -> list[Command]:
     return [Command(cmds.compose(site, "down"), what="docker compose down")]
 
 
+def wait_ready(site: SiteSettings) -> Command:
+    return Command(cmds.pg_isready(site), what=f"wait for pg_isready (up to {site.db_ready_timeout}s)",
+                   poll=site.db_ready_timeout, changes=True, timeout=30)
+
+
 def start_db(site: SiteSettings) -> list[Command]:
-    return [
-        Command(cmds.compose(site, "up", "-d", "db"), what="start the database"),
-        Command(cmds.pg_isready(site), what=f"wait for pg_isready (up to {site.db_ready_timeout}s)",
-                poll=site.db_ready_timeout, changes=True, timeout=30),
-    ]
+    """(Re)create the db container from the compose file as it now is, and wait for it."""
+    return [Command(cmds.compose(site, "up", "-d", "--no-build", "db"), what="start the database"), wait_ready(site)]
 
 
 def health_url(site: SiteSettings) -> str:
     return site.api_url.rstrip("/") + "/api/health"
 
 
-def start_app(site: SiteSettings) -> list[Command]:
-    return [
-        Command(cmds.compose(site, "up", "-d", "--build", *APP_SERVICES), what="start redis, backend, frontend, nginx",
-                timeout=site.command_timeout),
-        Command(cmds.curl_status(health_url(site)),
-                what=f"wait for {health_url(site)} to answer 200 (up to {site.health_timeout}s)",
-                poll=site.health_timeout, changes=True, timeout=30,
-                check=lambda r: None if r.stdout.strip() == "200" else f"health answered {r.stdout.strip() or 'nothing'}"),
-    ]
+def wait_health(site: SiteSettings) -> Command:
+    return Command(cmds.curl_status(health_url(site)),
+                   what=f"wait for {health_url(site)} to answer 200 (up to {site.health_timeout}s)",
+                   poll=site.health_timeout, changes=True, timeout=30, check=Expect("http", "200"))
+
+
+def start_app(site: SiteSettings, build: bool = False) -> list[Command]:
+    """Start the other services from images already there (built before the downtime); only the
+    ones whose definition changed are recreated. ``build`` builds first (a finishing run)."""
+    args = ["up", "-d", "--build" if build else "--no-build", *APP_SERVICES]
+    return [Command(cmds.compose(site, *args), what="start redis, backend, frontend, nginx", timeout=site.command_timeout),
+            wait_health(site)]
+
+
+def build(site: SiteSettings, services: list[str]) -> list[Command]:
+    """Build what ``up --build`` would, while the stack still serves."""
+    return [Command(cmds.compose(site, "build", *services), what=f"build {', '.join(services)} (the stack still serves)",
+                    timeout=site.command_timeout)] if services else []
+
+
+def pull_image(site: SiteSettings) -> list[Command]:
+    return [Command(f"docker pull {cmds.q(site.plain_image)}", what=f"pull {site.plain_image} before anything stops",
+                    timeout=site.command_timeout)]
 
 
 def remove_volume(site: SiteSettings) -> list[Command]:
     """docker volume rm; a volume that is already gone is fine (a rerun)."""
-    def judge(r) -> str | None:
-        return None if r.ok or "no such volume" in (r.stderr + r.stdout).lower() else (r.stderr.strip() or "volume rm failed")
     return [Command(f"docker volume rm {cmds.q(site.volume)}", what=f"docker volume rm {site.volume}", ok_codes=(0, 1),
-                    check=judge)]
+                    check=Expect("volume-gone"))]
 
 
-def start_all(site: SiteSettings) -> list[Command]:
-    return [Command(cmds.compose(site, "up", "-d"), what="docker compose up -d")]
+def archive_volume(site: SiteSettings, path: str) -> list[Command]:
+    """A tar of the volume's files, sealed like a dump (sha256 beside it, then renamed into place)."""
+    tmp = f"{path.rpartition('/')[0]}/.{path.rpartition('/')[2]}.partial"
+    mount = f"$(docker volume inspect --format '{{{{.Mountpoint}}}}' {cmds.q(site.volume)})"
+    return [
+        Command(f"rm -f {cmds.q(tmp)} && m={mount} && [ -d \"$m\" ] && tar -czf {cmds.q(tmp)} -C \"$m\" .",
+                what=f"archive the volume {site.volume} to {tmp}", timeout=site.command_timeout),
+        Command(cmds.seal_dump(tmp, path), what=f"record sha256 and rename to {path}", check=Expect("seal", path)),
+    ]

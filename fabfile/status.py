@@ -7,6 +7,8 @@ import re
 
 from .commands import Command, q
 from .inventory import SiteSettings
+from .journal import unfinished
+from .lock import parse_status
 from .probes import FLOW_TABLES, SiteState, has_timescaledb
 from .report import human_age, human_size, table
 
@@ -14,6 +16,7 @@ ROLLED_BACK = "rolled back"
 HEALTHY = "TimescaleDB active and healthy"
 PROBLEMS = "TimescaleDB active with problems"
 PARTIAL = "partly rolled back"
+UNKNOWN = "state partly unknown"
 
 
 def signals(site: SiteSettings, state: SiteState, qa_failed: str | None = None) -> list[str]:
@@ -41,6 +44,8 @@ def signals(site: SiteSettings, state: SiteState, qa_failed: str | None = None) 
 
 
 def verdict_of(state: SiteState, found: list[str]) -> str:
+    if state.unknown:
+        return UNKNOWN
     if state.rolled_back:
         return ROLLED_BACK
     if state.extension.get("netmon") or state.hypertables:
@@ -67,7 +72,8 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
     parts.append(table(crow, ["container", "state", "health", "image"]))
     parts.append(f"compose db image: {state.db_image or '?'}" + (f"   command: {state.db_command}" if state.db_command else ""))
     if state.db_answers:
-        ext = [[db, "yes" if has else ("?" if has is None else "no")] for db, has in sorted(state.extension.items())]
+        ext = [[db, "yes" if has else (f"unknown ({state.why('app' if db == site.db_name else 'ext:' + db) or '?'})"
+                                      if has is None else "no")] for db, has in sorted(state.extension.items())]
         parts.append(table(ext, ["database", "timescaledb"]))
         srcs = [f"{f}:{ln}" for f, ln, s in state.preload_files if has_timescaledb(s)]
         parts.append(f"shared_preload_libraries = '{state.preload}' (source: {state.preload_source}"
@@ -85,6 +91,8 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
                      f"{human_size(state.db_size)};  newest flow: {human_age(state.flow_age)} ago")
         if state.leftovers:
             parts.append(f"left by an unfinished rollback: {', '.join(state.leftovers)}")
+        if state.kept_dbs:
+            parts.append(f"kept by a restore (the old database, no safety dump was taken): {', '.join(state.kept_dbs)}")
     else:
         parts.append(f"database: does not answer ({state.db_error})")
     if state.backups:
@@ -98,6 +106,13 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
                      f"pre-migration commit: {rev[:12] if rev else 'not found'}")
     else:
         parts.append(f"git: {site.app_dir} is not a git repository")
+    for fact, why in state.unknown.items():
+        parts.append(f"unknown: {fact} ({why})")
+    holder = parse_status(state.lock)
+    parts.append(f"lock: held by {holder.describe()}" if holder else "lock: free")
+    run = unfinished(state.journal)
+    if run is not None:
+        parts.append(f"journal: {run.describe()} — rerun it to finish")
     for s in found:
         parts.append(f"signal: {s}")
     line = f"verdict: {verdict}"
@@ -105,6 +120,8 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
         line += " — rollback advised: " + "; ".join(found)
     elif verdict == PARTIAL:
         line += " — rerun rollback to finish"
+    elif verdict == UNKNOWN:
+        line += " — " + "; ".join(f"{k}: {v}" for k, v in state.unknown.items())
     parts.append(line)
     data = {
         "site": runner.site, "verdict": verdict, "signals": found,
@@ -113,5 +130,7 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
         "hypertables": state.hypertables, "continuous_aggregates": state.caggs, "table_count": state.table_count,
         "backups": [{"path": b.path, "size": b.size, "age_seconds": b.age, "sha256_file": b.has_sha} for b in state.backups],
         "git_head": state.git_head, "git_dirty": state.git_dirty, "pre_migration_commit": state.pre_migration_rev(),
+        "unknown": state.unknown, "lock": holder.__dict__ if holder else None,
+        "unfinished_run": run.describe() if run else None, "kept_databases": state.kept_dbs,
     }
     return "\n".join(parts), verdict, found, data

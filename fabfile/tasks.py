@@ -89,8 +89,6 @@ def verify(c, json=False, inventory=None):
     result = procedures.verify_result(c, site, printer, as_json=json)
     if json:
         print(dumps_json({"site": site.name, "ok": result.ok, "checks": result.checks, "error": result.error or None}))
-    elif not result.checks and result.error:
-        pass
     _finish(result)
 
 
@@ -105,6 +103,16 @@ def reset(c, confirm=None, commit=None, inventory=None):
         raise InputError(f"reset destroys every row on {host}: rerun with --confirm={host} to mean it")
     c, site = _site(c, inventory)
     _finish(procedures.reset_site(c, site, Printer(site.name), commit=commit))
+
+
+@task(auto_shortflags=False, name="drop-database",
+      help={"name": "the database to drop: one a restore kept (netmon_old_*)", "yes": "do not ask for confirmation",
+            "inventory": INVENTORY_HELP})
+@as_exit
+def drop_database(c, name, yes=False, inventory=None):
+    """Drop an old database a restore kept (run with --no-safety-dump): a safety dump of it first."""
+    c, site = _site(c, inventory)
+    _finish(procedures.drop_kept_site(c, site, name, yes=yes, printer=Printer(site.name)))
 
 
 @task(auto_shortflags=False, name="fetch-dump",
@@ -126,4 +134,4 @@ def push_dump(c, file, inventory=None):
     _finish(procedures.push_dump_site(c, site, file, Printer(site.name)))
 
 
-__all__ = ["backup", "checks_table", "fetch_dump", "push_dump", "reset", "rollback", "status", "verify"]
+__all__ = ["backup", "checks_table", "drop_database", "fetch_dump", "push_dump", "reset", "rollback", "status", "verify"]

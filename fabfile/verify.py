@@ -4,13 +4,12 @@ Each check reads the server; none changes it."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 from . import commands as cmds
 from .commands import Command, q
 from .inventory import SiteSettings
-from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image, probe_site, require_site, rows
+from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image, probe_site, require_site
 from .stack import health_url
 
 #: check name (without its "(runbook N)" tag) → short column name in fleet tables
@@ -79,54 +78,74 @@ def login_and_stats(runner, site: SiteSettings, password: str | None) -> Check:
 
 
 def ingestion(runner, site: SiteSettings, state: SiteState, wait: float) -> Check:
+    """A new flow row within ``wait`` seconds, waited for on the server (one round trip)."""
     name = "ingestion resumed (new flow row)"
+    expected = f"new row within {wait:.0f}s"
+    if not state.db_answers or not state.known("app"):
+        return Check(name, expected, "unknown (" + (state.why("app") or state.db_error or "database does not answer") + ")",
+                     False)
+    query = cmds.psql(site, "SELECT coalesce(max(id), 0) FROM flow_records")
+    script = (f"b=$({query}) || exit 3; end=$(($(date +%s) + {int(wait)})); "
+              f"while :; do n=$({query}) || exit 3; [ \"$n\" -gt \"$b\" ] && {{ echo \"+$((n - b))\"; exit 0; }}; "
+              "[ $(date +%s) -ge $end ] && { echo none; exit 0; }; sleep 0.5; done")
+    out = runner.run(Command("sh -c " + q(script), what="wait for a new flow row", changes=False, ok_codes=(0, 3),
+                             timeout=wait + 60))
+    result = out.stdout.strip().splitlines()[-1:] or [""]
+    if out.exited != 0 or not result[0]:
+        return Check(name, expected, "unknown (flow_records cannot be read)", False)
+    if result[0] == "none":
+        return Check(name, expected, "no new row", False)
+    return Check(name, expected, f"{result[0]} (max id)", True)
+
+
+def _unknown(state: SiteState, *facts: str) -> str | None:
     if not state.db_answers:
-        return Check(name, f"new row within {wait:.0f}s", "database does not answer", False)
-    sql = "SELECT count(*) FROM flow_records"
-    first = runner.run(Command(cmds.psql(site, sql), what="flow count", changes=False, ok_codes=(0, 1, 2)))
-    if not first.ok or not first.stdout.strip().isdigit():
-        return Check(name, f"new row within {wait:.0f}s", "flow_records cannot be read", False)
-    base = int(first.stdout.strip())
-    deadline = time.monotonic() + wait
-    while True:
-        out = runner.run(Command(cmds.psql(site, sql), what="flow count", changes=False, ok_codes=(0, 1, 2)))
-        n = int(out.stdout.strip()) if out.stdout.strip().isdigit() else base
-        if n > base:
-            return Check(name, f"new row within {wait:.0f}s", f"+{n - base} rows", True)
-        if time.monotonic() >= deadline:
-            return Check(name, f"new row within {wait:.0f}s", "no new row", False)
-        time.sleep(1.0)
+        return f"unknown (database does not answer: {state.db_error})"
+    why = state.why(*facts)
+    return f"unknown ({why})" if why else None
 
 
 def verify_state(runner, site: SiteSettings, state: SiteState, password: str | None,
                  ingest_wait: float | None = None) -> list[Check]:
+    """Every check; one whose input is unknown fails and says why."""
     checks: list[Check] = []
     names = list(site.containers.values())
     down = [f"{n}={state.container(n).status}" for n in names if state.container(n).status != "running"]
     checks.append(Check("all five containers running (runbook 1)", "5/5 running",
                         "5/5 running" if not down else ", ".join(down), not down))
     ext_app = state.extension.get(site.db_name)
+    unknown = _unknown(state, "app")
     checks.append(Check(f"timescaledb extension in {site.db_name} (runbook 2)", "0",
-                        "?" if ext_app is None else str(int(bool(ext_app))), ext_app is False))
-    dbs = state.extension_dbs
-    checks.append(Check("no timescaledb in any database", "none", ", ".join(dbs) or "none",
-                        state.db_answers and not dbs))
+                        unknown or ("?" if ext_app is None else str(int(bool(ext_app)))), not unknown and ext_app is False))
+    unknown = _unknown(state, "databases", "ext:postgres", "ext:template1", "app")
+    kept = [d for d in state.extension_dbs if d in state.kept_dbs]
+    dbs = [d for d in state.extension_dbs if d not in kept]
+    actual = unknown or ", ".join(dbs) or "none"
+    if kept and not unknown:
+        actual += f" (kept copy: {', '.join(kept)})"
+    checks.append(Check("no timescaledb in any database", "none" + (" (but kept copies)" if kept else ""), actual,
+                        not unknown and not dbs))
+    unknown = _unknown(state, "app")
     present = "1" if "flow_records" in state.relations else "0"
-    checks.append(Check("flow_records exists (runbook 3)", "1", present, present == "1"))
+    checks.append(Check("flow_records exists (runbook 3)", "1", unknown or present, not unknown and present == "1"))
     for table in FLOW_TABLES:
         rel = state.relations.get(table)
-        if not rel:
+        unknown = _unknown(state, "app", "tsdb")
+        if unknown:
+            actual = unknown
+        elif not rel:
             actual = "missing"
         else:
             kind = {"r": "table", "p": "partitioned", "v": "view", "m": "materialized view"}.get(rel[0], rel[0])
             actual = f"{kind}, {rel[1]} children" + (", hypertable" if table in state.hypertables else "") + (
                 ", continuous aggregate" if table in state.caggs else "")
-        checks.append(Check(f"{table} is a plain table", "table, 0 children", actual, state.flow_plain(table)))
-    preload_bad = state.preload_timescaledb
+        checks.append(Check(f"{table} is a plain table", "table, 0 children", actual,
+                            not unknown and state.flow_plain(table)))
+    unknown = _unknown(state, "preload")
     where = [f for f, _, s in state.preload_files if has_timescaledb(s)]
     checks.append(Check("shared_preload_libraries without timescaledb", "no timescaledb",
-                        (state.preload or "''") + (f" (in {', '.join(where)})" if where else ""),
-                        state.db_answers and not preload_bad))
+                        unknown or (state.preload or "''") + (f" (in {', '.join(where)})" if where else ""),
+                        not unknown and not state.preload_timescaledb))
     image = state.container(site.db_container).image or state.db_image
     checks.append(Check("db runs the plain image", site.plain_image, image or "?",
                         bool(image) and not is_timescale_image(image) and not is_timescale_image(state.db_image)))
@@ -138,10 +157,12 @@ def verify_state(runner, site: SiteSettings, state: SiteState, password: str | N
                              changes=False, ok_codes=(0, 1)))
     errors = [ln for ln in out.stdout.splitlines() if "error" in ln.lower()]
     checks.append(Check("no errors in the last 30 backend log lines (runbook 6)", "0",
-                        str(len(errors)) + (f": {errors[-1].strip()[:80]}" if errors else ""), out.ok and not errors))
+                        (str(len(errors)) + (f": {errors[-1].strip()[:80]}" if errors else "")) if out.ok
+                        else f"unknown (docker compose logs failed: exit {out.exited})", out.ok and not errors))
+    unknown = _unknown(state, "app")
     checks.append(Check("tables in public (runbook 7, BASE TABLE)", str(site.expected_tables),
-                        "?" if state.table_count is None else str(state.table_count),
-                        state.table_count == site.expected_tables))
+                        unknown or ("?" if state.table_count is None else str(state.table_count)),
+                        not unknown and state.table_count == site.expected_tables))
     wait = site.ingest_wait_seconds if ingest_wait is None else ingest_wait
     checks.append(ingestion(runner, site, state, wait))
     return checks
@@ -152,6 +173,3 @@ def verify_checks(runner, site: SiteSettings, password: str | None, ingest_wait:
     require_site(site, state, runner.site)
     return verify_state(runner, site, state, password, ingest_wait)
 
-
-def rows_of(text: str) -> list[list[str]]:
-    return rows(text)

@@ -1,4 +1,5 @@
-"""A recording stand-in for a Fabric Connection in unit tests: answers commands by regex."""
+"""A recording stand-in for a Fabric Connection in unit tests: answers the commands a test declares
+(by regex) and fails the test on any other command."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class FakeContext:
             stderr = answer[3] if len(answer) > 3 else ""
             if re.search(pattern, cmd):
                 return Result(stdout=stdout, stderr=stderr, exited=exited, command=cmd)
-        return Result(stdout="", stderr="", exited=0, command=cmd)
+        raise AssertionError(f"undeclared command sent to the fake server: {cmd[:300]}")
 
     @property
     def commands(self) -> list[str]:

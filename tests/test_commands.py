@@ -33,7 +33,7 @@ def test_seal_dump_renames_only_after_sidecar(tmp_path):
     tmp.write_bytes(b"abc")
     out = subprocess.run(["sh", "-c", cmds.seal_dump(str(tmp), str(final))], capture_output=True, text=True, check=True)
     digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert out.stdout.strip() == digest
+    assert out.stdout.strip() == f"{digest} 3"
     assert final.read_bytes() == b"abc" and not tmp.exists()
     assert (tmp_path / "x y.dump.sha256").read_text() == f"{digest}  x y.dump\n"
 

@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from fabfile import probes
+from fabfile.errors import PreflightError
 from fabfile.inventory import SiteSettings
 from fabfile.runner import Runner
 from tests.fakes import FakeContext
@@ -109,35 +112,69 @@ def test_compose_db_service():
     assert probes.compose_db_service(": [") == {}
 
 
-def _migrated_answers():
+RECORDED = Path(__file__).parent / "recorded"
+
+
+def recorded(name: str) -> str:
+    """Output of the real probe commands on a lab site (tests/recorded/, made with ssh against it)."""
+    return (RECORDED / name).read_text()
+
+
+def _migrated_answers(host: str = "host_probe_migrated.txt", db: str = "db_probe_migrated.txt"):
     return [
-        (r"^sh -c .*docker compose version", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\nbackup_free_kb=900000\n"
-         "backup=2048|999000|sha|/root/netmon_pre_tsdb_20250101_000000.dump\nfile=docker-compose.yml\ngit=yes\n", 0),
-        (r"^cat /root/netmon/docker-compose.yml",
-         COMPOSE_TSDB, 0),
-        (r"git log", "head=bbb\nrev=bbb tsdb\nrev=aaa plain\n", 0),
-        (r"compose ps", NDJSON, 0),
-        (r"^docker inspect", "/netmon-db|running||0|timescale/timescaledb:latest-pg16\n/netmon-backend|running||0|b\n", 0),
-        (r"-d postgres .*pg_database", "db|netmon|t|f\ndb|postgres|t|f\ndb|template1|t|t\ndb|template0|f|t\n"
-         "preload|timescaledb|command line|\nnow|1000000\n", 0),
-        (r"-d template1", "", 0),
-        (r"-d netmon .*pg_class", "ext|timescaledb\nrel|flow_records|r|3\nrel|flow_summary_5m|r|0\ntables|32\ntables_all|34\n"
-         "size|50000000\ntscol|timestamp\n", 0),
-        (r"timescaledb_information", "hyper|flow_records|true\n", 0),
-        (r" df ", "800000\n", 0),
+        (r"^sh -c .*docker compose version", recorded(host), 0),
+        (r"^docker exec netmon-db sh -c .*@@ready", recorded(db), 0),
     ]
 
 
 def test_probe_site_builds_state_from_recorded_output():
     c = FakeContext(_migrated_answers())
     state = probes.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
-    assert state.docker and state.app_dir and state.git
-    assert state.compose_timescale and state.db_answers
+    assert len(c.calls) == 2  # the whole state in two round trips
+    assert state.docker and state.app_dir and state.git and state.unknown == {}
+    assert state.compose_timescale and state.db_answers and state.plain_image is True
     assert state.extension == {"postgres": False, "template1": False, "netmon": True}
     assert state.hypertables == ["flow_records"] and state.compressed == ["flow_records"]
-    assert state.relations["flow_records"] == ("r", 3) and not state.flow_plain("flow_records")
-    assert state.pre_migration_rev() == "aaa"
-    assert state.backups[0].age == 1000 and state.backups[0].has_sha
+    assert state.relations["flow_records"] == ("r", 8) and not state.flow_plain("flow_records")
+    assert state.pre_migration_rev() == "21aa2a8a8904da0a6ddfd930623a132043a4b078"
+    assert state.backups[0].age == 9 and not state.backups[0].has_sha
+    assert [c.status for c in state.containers.values()] == ["running"] * 5 and len(state.ps) == 5
+    assert state.build_services == ["backend", "frontend"] and state.lock == "free" and state.journal == []
     assert not state.rolled_back and state.timescale_anywhere
     # probes never change anything: every command is read-only
-    assert all(not any(w in cmd for w in ("DROP", "ALTER", "rm ", "mv ", "down", "up -d")) for cmd in c.commands)
+    assert all(not cmd.changes for cmd in (probes.host_probe(SiteSettings()), probes.db_probe(SiteSettings())))
+
+
+def test_a_database_that_refuses_connections_is_unknown_not_absent():
+    """Recorded on a fresh-volume lab site after ALTER DATABASE postgres WITH ALLOW_CONNECTIONS false."""
+    c = FakeContext(_migrated_answers("host_probe_fresh_volume.txt", "db_probe_postgres_refuses.txt"))
+    state = probes.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert state.db_answers and state.databases["postgres"] is False
+    assert state.extension["postgres"] is None and "ALLOW_CONNECTIONS true" in state.unknown["ext:postgres"]
+    assert state.extension["template1"] is True and state.extension["netmon"] is True  # read through template1
+    assert not state.rolled_back
+    with pytest.raises(PreflightError, match="cannot read database postgres"):
+        probes.require_known(state, "s1", "ext:postgres")
+
+
+def test_a_probe_cut_short_makes_its_facts_unknown():
+    text = recorded("db_probe_migrated.txt")
+    state = probes.SiteState()
+    probes.apply_db_probe(state, text[: text.index("@@app")] + "@@app\next|1\n")  # died inside the app part
+    assert state.db_answers and state.extension["netmon"] is None and "app" in state.unknown
+    state = probes.SiteState()
+    probes.apply_db_probe(state, "@@ready 2\n")
+    assert not state.db_answers and "no response" in state.db_error
+    state = probes.SiteState()
+    probes.apply_db_probe(state, text.replace("@@rc tsdb 0", "@@rc tsdb 3"))
+    assert state.hypertables == [] and "tsdb" in state.unknown and not state.rolled_back
+
+
+def test_failed_compose_ps_and_image_inspect_are_unknown():
+    state = probes.SiteState(app_dir=True)
+    probes.apply_host_lines(state, "app=yes\nps=permission denied while trying to connect\nps=ps_rc=1\n"
+                                   "plain_image=unknown Cannot connect to the Docker daemon\n")
+    assert "ps" in state.unknown and state.plain_image is None and "Docker daemon" in state.unknown["plain_image"]
+    state = probes.SiteState()
+    probes.apply_host_lines(state, "plain_image=no\n")
+    assert state.plain_image is False and state.unknown == {}

@@ -1,18 +1,29 @@
+import re
+
 from fabfile.inventory import SiteSettings
 from fabfile.plan import RollbackOptions
 from fabfile.procedures import rollback_site, status_site
 from fabfile.report import Printer
 from tests.fakes import FakeContext
-from tests.test_probes import _migrated_answers
+from tests.test_probes import _migrated_answers, recorded
 
+DUMP = "/root/netmon_pre_tsdb_20261201_084211.dump"  # the recorded site's pre-migration backup
 DUMP_ANSWERS = [
     (r"^stat -c %s", "2048\n", 0),
     (r"pg_restore -l", "216; 1259 1 TABLE public flow_records netmon\n217; 0 1 TABLE DATA public flow_records netmon\n", 0),
     (r"pg_restore -f -", "rows public.flow_records 10\nend 0\n", 0, "pg_restore_exit=0\n"),
-    (r"\.sha256'?$", "", 1),
+    (r"^cat .*\.sha256'?$", "", 1),
     (r"^sha256sum", "ab" * 32 + "  /root/x.dump\n", 0),
     (r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0),
 ]
+DEEP = [(r"'age'", "age|12\n", 0), (r"compose logs --tail=200 backend", "netmon-backend  | ok\n", 0),
+        (r"qa_check.sh", "all good\n", 0)]
+
+
+def host(drop: tuple[str, ...] = (), add: str = "") -> tuple:
+    """The recorded host probe of a migrated site, with lines taken out and added."""
+    lines = [ln for ln in recorded("host_probe_migrated.txt").splitlines() if not ln.startswith(drop)]
+    return (r"^sh -c .*docker compose version", "\n".join(lines) + "\n" + add, 0)
 
 
 def test_rollback_dry_run_runs_only_probes_and_prints_the_plan(tmp_path, monkeypatch):
@@ -22,8 +33,13 @@ def test_rollback_dry_run_runs_only_probes_and_prints_the_plan(tmp_path, monkeyp
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", dry_run=True), printer=printer)
     assert result.ok, result.error
     text = "\n".join(printer.lines)
-    assert "netmon_pre_tsdb_20250101_000000.dump" in text and "TEMPLATE template0" in text
+    assert DUMP in text and "TEMPLATE template0" in text
     assert not any(w in cmd for cmd in c.commands for w in ("CREATE DATABASE", "compose down", "checkout", "pg_dump "))
+    # the plan is data: the JSON form holds every command the text shows
+    shown = [ln.split("$ ", 1)[1] for ln in text.splitlines() if ln.strip().startswith("$ ")]
+    assert shown == [cm["cmd"] + (f"  <<< {cm['stdin_note']}" if cm["stdin"] is not None else "")
+                     if not cm["poll"] else f"(poll up to {int(cm['poll'])}s) {cm['cmd']}"
+                     for st in result.data["json_plan"]["steps"] for cm in st["commands"]]
 
 
 def test_rollback_without_tty_or_yes_is_refused_unchanged(tmp_path, monkeypatch):
@@ -31,35 +47,55 @@ def test_rollback_without_tty_or_yes_is_refused_unchanged(tmp_path, monkeypatch)
     c = FakeContext(DUMP_ANSWERS + _migrated_answers())
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean"), printer=Printer("s1", quiet=True))
     assert not result.ok and "no terminal" in result.error and result.code == 8
-    assert not any("DROP" in cmd or "compose down" in cmd for cmd in c.commands)
+    assert all(not re.search(r"DROP|compose (down|stop)|cat >>", cmd) for cmd in c.commands)
+
+
+def test_a_plan_that_changed_since_it_was_shown_is_not_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
+    c = FakeContext(DUMP_ANSWERS + _migrated_answers())
+    result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean", yes=True, expect_plan=[["true"]]),
+                           printer=Printer("s1", quiet=True))
+    assert not result.ok and "changed since its plan was shown" in result.error and result.code == 3
+    assert all(not re.search(r"DROP|pg_dump|cat >>", cmd) for cmd in c.commands)
 
 
 def test_status_verdict_for_migrated_site(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    result = status_site(FakeContext(_migrated_answers()), SiteSettings(name="s1"), Printer("s1", quiet=True))
+    result = status_site(FakeContext(_migrated_answers() + DEEP), SiteSettings(name="s1"), Printer("s1", quiet=True))
     assert result.ok and result.summary.startswith("TimescaleDB active")
-    assert result.data["pre_migration_commit"] == "aaa"
+    assert result.data["pre_migration_commit"] == "21aa2a8a8904da0a6ddfd930623a132043a4b078"
+    assert result.data["lock"] is None and result.data["unknown"] == {}
+
+
+def test_status_names_an_unknown_fact_and_the_lock_holder(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
+    holder = '{"operator": "ana", "laptop": "lt1", "pid": 42, "task": "rollback", "since": "2026-12-01 09:00:00 UTC"}'
+    c = FakeContext([host(("lock=",), f"lock=held {holder}\n"),
+                     (r"^docker exec netmon-db sh -c .*@@ready", recorded("db_probe_postgres_refuses.txt"), 0), *DEEP])
+    printer = Printer("s1", quiet=True)
+    result = status_site(c, SiteSettings(name="s1"), printer)
+    text = "\n".join(printer.lines)
+    assert result.summary == "state partly unknown" and "cannot read database postgres" in text
+    assert "lock: held by ana@lt1, pid 42, task rollback" in text
 
 
 def test_rollback_without_git_refuses_while_app_files_still_use_timescaledb(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    host = (r"^sh -c .*docker compose version", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\n"
-            "file=docker-compose.yml\nmentions=backend/app/main.py\n", 0)
-    c = FakeContext([host, *_migrated_answers()])
+    c = FakeContext([host(("git=", "head=", "rev=")), *_migrated_answers(),
+                     (r"^cat /root/netmon/(scripts/init.sql|backend/requirements.txt)", "x\n", 0)])
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean", yes=True),
                            printer=Printer("s1", quiet=True))
     assert not result.ok and "backend/app/main.py" in result.error and "by hand" in result.error
-    assert not any("DROP" in cmd or "compose down" in cmd or "pg_dump" in cmd for cmd in c.commands)
+    assert all(not re.search(r"DROP|compose (down|stop)|pg_dump|cat >>", cmd) for cmd in c.commands)
 
 
 def test_truncated_newest_dump_names_the_older_one(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    host = (r"^sh -c .*docker compose version", "docker=yes\napp=yes\ncompose_file=yes\nnow=1000000\ngit=yes\n"
-            "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250102_000000.dump\n"
-            "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250101_000000.dump\nfile=docker-compose.yml\n", 0)
+    backups = ("backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250102_000000.dump\n"
+               "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250101_000000.dump\n")
     truncated = (r"pg_restore -f -", "end 1\n", 0, "pg_restore: error: could not read from input file: end of file\n"
                  "pg_restore_exit=1\n")
-    c = FakeContext([host, truncated, *DUMP_ANSWERS, *_migrated_answers()])
+    c = FakeContext([host(("backup=",), backups), truncated, *DUMP_ANSWERS, *_migrated_answers()])
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", yes=True),
                            printer=Printer("s1", quiet=True))
     assert not result.ok and "20250102_000000.dump is truncated" in result.error

@@ -5,6 +5,7 @@ from invoke import MockContext, Result
 
 from fabfile.commands import Command
 from fabfile.errors import CommandFailed, ConnectError
+from fabfile.expect import Expect
 from fabfile.runner import AuditLog, Runner, redact
 from tests.fakes import FakeContext
 
@@ -43,8 +44,8 @@ def test_must_raises_with_step_and_check_message():
     r.step = "swap"
     with pytest.raises(CommandFailed, match=r"step 'swap' on s1: x failed \(exit 3\): boom"):
         r.must(Command("false", what="x"))
-    with pytest.raises(CommandFailed, match="output was bad"):
-        r.must(Command("true", check=lambda o: f"output was {o.stdout}"))
+    with pytest.raises(CommandFailed, match="read back bad, expected good"):
+        r.must(Command("true", check=Expect("stdout", "good")))
 
 
 def test_poll_repeats_until_success():
@@ -55,7 +56,7 @@ def test_poll_repeats_until_success():
             super().run(cmd, **kw)
             return Result(exited=next(answers), command=cmd)
 
-    c = C()
+    c = C([("^pg_isready$", "", 0)])
     out = Runner(c, "s1").must(Command("pg_isready", poll=10))
     assert out.ok and len(c.calls) == 3
 

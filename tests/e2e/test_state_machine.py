@@ -1,0 +1,288 @@
+"""End-to-end: a rollback that can be trusted under failure — one run per server, the journal, reruns
+that finish after a fault at any step, unknown facts that refuse instead of passing, and a dry run
+that prints exactly what the real run then runs. Everything is read back from the sites."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import (
+    ROOT,
+    assert_rolled_back,
+    dump_flows,
+    fab,
+    fab_start,
+    kill_ssh_sessions,
+    sql,
+    ssh,
+    wait_until,
+)
+
+pytestmark = pytest.mark.lab
+
+RESTORE_STEPS = ["safety-dump", "restore-side", "revert-files", "build", "stop-writers", "swap", "start-db", "start-app",
+                 "drop-old"]
+CLEAN_STEPS = ["safety-dump", "revert-files", "build", "stop-writers", "drop-flow-tables", "start-db", "start-app"]
+CUTS = ["safety-dump", "swap", "start-app"]  # restore steps at which the SSH connection is cut instead
+#: sites: one per fault, then the other scenarios
+FAULTS = [("restore", i) for i in range(1, len(RESTORE_STEPS) + 1)] + [("clean", i) for i in range(1, len(CLEAN_STEPS) + 1)]
+SITES = {f"lab{n}": case for n, case in enumerate(FAULTS, 1)}
+CUT_SITES = {f"lab{len(FAULTS) + n}": RESTORE_STEPS.index(step) + 1 for n, step in enumerate(CUTS, 1)}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory(sites=len(SITES) + len(CUT_SITES), flows=800)
+
+
+def journal(lab, site: str) -> list[dict]:
+    text = ssh(lab, site, "cat /root/netmon_rollback_journal.jsonl 2>/dev/null || true")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def other_tables(lab, site: str) -> str:
+    """Row counts of every table the rollback must keep (not the flow tables; not sessions, which
+    each login of verify adds to)."""
+    tables = sql(lab, site, "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables "
+                            "WHERE table_schema='public' AND table_type='BASE TABLE' "
+                            "AND table_name NOT IN ('flow_records', 'flow_summary_5m', 'sessions')").split()
+    query = " UNION ALL ".join(f"SELECT '{t}=' || count(*) FROM {t}" for t in tables)  # noqa: S608
+    return sql(lab, site, query)
+
+
+def run_until_step(lab, site: str, args: list[str], step: int, act) -> tuple[int, str]:
+    """Start `fab ARGS`, and the moment it prints that step ``step`` starts, ``act(process)``.
+    Returns (exit status, output). Bounded: a run that never gets there is killed and fails the test."""
+    proc = fab_start(lab, site, *args)
+    start = re.compile(rf"^\[\s*[\d.]+s\] \[{step}/\d+\] (?!done:|FAILED:|already done:)")
+    timer = threading.Timer(180, proc.kill)
+    timer.start()
+    seen, reached = [], False
+    for line in proc.stdout:
+        seen.append(line)
+        if start.search(line):
+            reached = True
+            act(proc)
+            break
+    out, err = proc.communicate()
+    timer.cancel()
+    assert reached, f"{site}: step {step} never started:\n" + "".join(seen)[-2000:] + err
+    return proc.returncode, "".join(seen) + out + err
+
+
+def rerun(lab, site: str, *args: str) -> subprocess.CompletedProcess:
+    """The same command again; while the dead run's lock is still being let go, wait (bounded)."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = fab(lab, site, *args)
+        if out.returncode != 10 or time.monotonic() > deadline:
+            return out
+        time.sleep(1)
+
+
+def fault_case(lab, site: str, mode: str, step: int, cut: bool = False) -> None:
+    steps = RESTORE_STEPS if mode == "restore" else CLEAN_STEPS
+    dump = ssh(lab, site, "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
+    flows_before = int(sql(lab, site, "SELECT count(*) FROM flow_records"))
+    kept_before = other_tables(lab, site)
+    args = ["rollback", f"--mode={mode}", "--yes"]
+    if cut:
+        code, text = run_until_step(lab, site, args, step, lambda _p: kill_ssh_sessions(lab, site))
+        assert code == 5 and f"lost during step '{steps[step - 1]}'" in text, text[-2000:]
+    else:
+        code, text = run_until_step(lab, site, args, step, lambda p: p.kill())
+        assert code == -9, text[-2000:]
+    out = rerun(lab, site, *args)
+    assert out.returncode == 0, f"{site} ({mode}, fault at step {step}):\n" + out.stdout[-3000:] + out.stderr
+    # the rerun read the journal and said where it resumed
+    assert re.search(rf"an earlier rollback run \(--mode={mode}, pid \d+ .*: resuming at step {step}\b", out.stdout), \
+        out.stdout[:3000]
+    # done means verified (the rerun's exit 0), and the site read back says the same
+    assert_rolled_back(lab, site)
+    assert ssh(lab, site, "ls -a /root | grep -c '\\.partial$' || true") == "0"
+    records = journal(lab, site)
+    first = next(r for r in records if r["event"] == "start")
+    assert [s["key"] for s in first["plan"]["steps"]] == steps
+    mine = [r for r in records if r.get("run") == first["run"]]
+    assert sum(1 for r in mine if r["event"] == "step" and r["i"] == step and r["state"] == "started") >= 1
+    assert mine[-1]["event"] == "end"
+    copies = [r for r in mine if r["event"] == "copy"]
+    assert len(copies) == 1 and copies[0]["path"].startswith("/root/netmon_pre_rollback_")
+    copy = copies[0]["path"]
+    assert ssh(lab, site, f"cd /root && sha256sum -c --status {copy.rsplit('/', 1)[1]}.sha256 && echo ok") == "ok"
+    # no row lost: what the site held before the run is in the copy; the kept tables are unchanged
+    assert dump_flows(lab, site, copy)[0] >= flows_before
+    if mode == "restore":
+        rows, max_id = dump_flows(lab, site, dump)
+        assert sql(lab, site, f"SELECT count(*) FROM flow_records WHERE id <= {max_id}") == str(rows)  # noqa: S608
+    else:
+        assert other_tables(lab, site) == kept_before
+
+
+def test_a_fault_at_every_step_then_the_same_command_finishes(lab):
+    """SIGKILL of fab just after each step of a restore and of a clean rollback starts (one site per
+    step, four at a time); the same command line run again finishes the job."""
+    with ThreadPoolExecutor(4) as pool:
+        futures = {site: pool.submit(fault_case, lab, site, mode, step) for site, (mode, step) in SITES.items()}
+    failures = {}
+    for site, fut in futures.items():
+        try:
+            fut.result()
+        except AssertionError as err:
+            failures[f"{site} {SITES[site]}"] = str(err)[:1500]
+    assert not failures, json.dumps(failures, indent=1)
+
+
+def test_the_connection_cut_at_a_step_then_the_same_command_finishes(lab):
+    with ThreadPoolExecutor(3) as pool:
+        futures = {site: pool.submit(fault_case, lab, site, "restore", step, True) for site, step in CUT_SITES.items()}
+    for fut in futures.values():
+        fut.result()
+
+
+@pytest.fixture(scope="module")
+def others(lab_factory):
+    """lab1/lab2 concurrency, lab3 fresh-volume (probe failure), lab4 restore then stack stopped,
+    lab5 restore without safety dump, lab6 third hypertable, lab7 plain image missing, lab8/lab9 dry
+    run against apply, lab10 reset of a database that does not answer."""
+    return lab_factory(sites=10, flows=800, variants=["migrated", "migrated", "fresh-volume", "migrated", "migrated",
+                                                      "third-hypertable", "plain-image-missing", "migrated", "migrated",
+                                                      "migrated"])
+
+
+def test_two_runs_on_one_server_exactly_one_runs(others, tmp_path):
+    lab = others
+    first = fab_start(lab, "lab1", "rollback", "--mode=restore", "--yes")
+    assert wait_until(lambda: "lock: held by" in fab(lab, "lab1", "status").stdout, 60)  # status needs no lock
+    second = fab(lab, "lab1", "rollback", "--mode=restore", "--yes", env={"NETMON_AUDIT_DIR": str(tmp_path)})
+    assert second.returncode == 10, second.stdout + second.stderr
+    line = second.stderr.strip()
+    assert len(line.splitlines()) == 1 and "lab1 is busy" in line and f"pid {first.pid}" in line and "task rollback" in line
+    changes = [json.loads(ln) for p in tmp_path.glob("audit_*.jsonl") for ln in p.read_text().splitlines()]
+    assert [r for r in changes if r["kind"] != "probe"] == []  # refused before any change
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-2000:] + err
+    assert_rolled_back(lab, "lab1")
+    # a fleet batch meeting a single run on one server: the batch's row fails, the single run finishes
+    single = fab_start(lab, "lab2", "rollback", "--mode=clean", "--yes")
+    assert wait_until(lambda: "lock: held by" in fab(lab, "lab2", "status").stdout, 60)
+    batch = subprocess.run([str(ROOT / ".venv/bin/invoke"), "rollback", "--mode=clean", "--yes", "--sites", "lab2",
+                            "--inventory", str(lab.inventory), "--json"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, stdin=subprocess.DEVNULL)
+    assert batch.returncode != 0
+    row = json.loads(batch.stdout)[0]
+    assert not row["ok"] and "busy" in row["error"] and row["code"] == 10
+    out, err = single.communicate(timeout=300)
+    assert single.returncode == 0, out[-2000:] + err
+    assert_rolled_back(lab, "lab2")
+
+
+def test_a_database_that_cannot_be_read_fails_verify_and_refuses_rollback(others):
+    lab = others
+    ssh(lab, "lab3", "docker exec netmon-db psql -U netmon -d template1 -c "
+                     "'ALTER DATABASE postgres WITH ALLOW_CONNECTIONS false'")
+    look = "cd /root && ls; cd netmon && sha256sum docker-compose.yml && docker ps -a --format '{{.Names}} {{.Status}}'"
+    before = ssh(lab, "lab3", look)
+    out = fab(lab, "lab3", "verify")
+    assert out.returncode == 7
+    assert re.search(r"no timescaledb in any database .*unknown \(ext:postgres: cannot read database postgres", out.stdout)
+    for mode in ("clean", "restore"):
+        out = fab(lab, "lab3", "rollback", f"--mode={mode}", "--yes")
+        assert out.returncode == 3 and "cannot read database postgres" in out.stderr, out.stdout[-1500:] + out.stderr
+        assert "ALLOW_CONNECTIONS true" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    after = ssh(lab, "lab3", look)
+    assert [ln for ln in after.splitlines() if "Up" not in ln] == [ln for ln in before.splitlines() if "Up" not in ln]
+    assert sql(lab, "lab3", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "1"  # untouched
+    assert "Up" in ssh(lab, "lab3", "docker ps --format '{{.Names}} {{.Status}}' | grep netmon-backend")
+
+
+def test_a_rerun_after_the_stack_did_not_come_back_finishes_it(others):
+    lab = others
+    assert fab(lab, "lab4", "rollback", "--mode=restore", "--yes").returncode == 0
+    ssh(lab, "lab4", "cd /root/netmon && docker compose stop backend nginx")
+    out = fab(lab, "lab4", "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert "the database is rolled back, but verify fails" in out.stdout and "already rolled back" not in out.stdout
+    assert_rolled_back(lab, "lab4")
+    assert ssh(lab, "lab4", "docker inspect --format '{{.State.Status}}' netmon-backend netmon-nginx") == "running\nrunning"
+
+
+def test_restore_without_a_safety_dump_keeps_the_old_database(others):
+    lab = others
+    out = fab(lab, "lab5", "rollback", "--mode=restore", "--yes", "--no-safety-dump")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    kept = re.search(r"KEPT: the old database (netmon_old_\d{8}_\d{6})", out.stdout).group(1)
+    assert sql(lab, "lab5", f"SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=kept) == "1"  # noqa: F541
+    assert ssh(lab, "lab5", "ls /root | grep -c netmon_pre_rollback_ || true") == "0"
+    assert f"kept copy: {kept}" in fab(lab, "lab5", "verify").stdout
+    out = fab(lab, "lab5", "drop-database", kept, "--yes")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    assert sql(lab, "lab5", f"SELECT count(*) FROM pg_database WHERE datname='{kept}'", db="postgres") == "0"  # noqa: S608
+    assert ssh(lab, "lab5", "cd /root && sha256sum -c --status netmon_pre_rollback_*.dump.sha256 && echo ok") == "ok"
+
+
+def test_clean_refuses_a_site_with_another_hypertable_and_restore_keeps_it(others):
+    lab = others
+    rows = sql(lab, "lab6", "SELECT count(*) FROM interface_metrics")
+    out = fab(lab, "lab6", "rollback", "--mode=clean", "--yes")
+    assert out.returncode == 3 and "would empty interface_metrics" in out.stderr and "--mode=restore" in out.stderr
+    assert sql(lab, "lab6", "SELECT count(*) FROM interface_metrics") == rows
+    assert ssh(lab, "lab6", "ls /root | grep -c netmon_pre_rollback_ || true") == "0"
+    out = fab(lab, "lab6", "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert_rolled_back(lab, "lab6")
+
+
+def test_a_site_without_its_plain_image_is_refused_before_anything_stops(others):
+    lab = others
+    before = ssh(lab, "lab7", "docker inspect --format '{{.Name}} {{.Config.Image}} {{.State.StartedAt}}' "
+                              "netmon-db netmon-backend; cd /root/netmon && git status --porcelain; ls /root")
+    out = fab(lab, "lab7", "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 6 and "pull-image" in out.stderr and "postgres:16-alpine" in out.stderr, out.stderr
+    assert "[1/" in out.stdout and "FAILED: pull postgres:16-alpine" in out.stdout
+    after = ssh(lab, "lab7", "docker inspect --format '{{.Name}} {{.Config.Image}} {{.State.StartedAt}}' "
+                             "netmon-db netmon-backend; cd /root/netmon && git status --porcelain; ls /root")
+    assert after.replace("netmon_rollback_journal.jsonl\n", "") == before
+
+
+def _plan_commands(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("       $ "):
+            cmd = re.sub(r"^\(poll up to \d+s\) ", "", line[len("       $ "):])
+            out.append(re.sub(r"  <<< .*$", "", cmd))
+    return out
+
+
+@pytest.mark.parametrize(("site", "mode"), [("lab8", "restore"), ("lab9", "clean")])
+def test_a_dry_run_prints_exactly_what_the_real_run_runs(others, site, mode, tmp_path):
+    lab = others
+    dry = fab(lab, site, "rollback", f"--mode={mode}", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    out = fab(lab, site, "rollback", f"--mode={mode}", "--yes", env={"NETMON_AUDIT_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    records = [json.loads(ln) for p in sorted(tmp_path.glob("audit_*.jsonl")) for ln in p.read_text().splitlines()]
+    ran = [r["cmd"] for r in records if r["kind"] == "change" and not r["what"].startswith("journal")]
+    stamp = re.compile(r"\d{8}_\d{6}")
+    assert [stamp.sub("TS", c) for c in _plan_commands(dry.stdout)] == [stamp.sub("TS", c) for c in ran]
+    assert len(ran) > 10
+
+
+def test_reset_of_a_database_that_does_not_answer_archives_its_volume_first(others):
+    lab = others
+    ssh(lab, "lab10", "docker stop netmon-db")
+    out = fab(lab, "lab10", "reset", "--confirm=lab10")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    archive = re.search(r"Copy of the old database: (/root/netmon_volume_pre_reset_\d{8}_\d{6}\.tar\.gz)", out.stdout)
+    assert archive, out.stdout[-2000:]
+    name = Path(archive.group(1)).name
+    assert ssh(lab, "lab10", f"cd /root && sha256sum -c --status {name}.sha256 && tar -tzf {name} | grep -c PG_VERSION") == "1"
+    assert sql(lab, "lab10", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "0"
