@@ -91,11 +91,6 @@ def dexec(site: SiteSettings, *args: str, stdin: bool = False, container: str | 
     return f"docker exec {flag}{q(container or site.db_container)} " + " ".join(q(a) for a in args)
 
 
-def inspect_state(names: list[str]) -> str:
-    fmt = "{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.Config.Image}}"
-    return "docker inspect --format " + q(fmt) + " " + " ".join(q(n) for n in names)
-
-
 # --- psql -----------------------------------------------------------------------------------
 
 def psql(site: SiteSettings, *sql: str, db: str | None = None) -> str:

@@ -31,13 +31,13 @@ def lock_path(backup_dir: str) -> str:
     return f"{backup_dir.rstrip('/')}/.netmon-rollback.lock"
 
 
-def holder_script(backup_dir: str) -> str:
+def holder_script(backup_dir: str, expire: int = EXPIRE) -> str:
     path = q(lock_path(backup_dir))
     return (
         f"umask 077; mkdir -p {q(backup_dir)} || exit 3; exec 9>>{path} || exit 3; "
         f"if ! flock -n 9; then cat {path}; exit {BUSY}; fi; "
         f"IFS= read -r info || exit 4; printf '%s\\n' \"$info\" > {path}; echo \"LOCKED $$\"; "
-        f"while line=$(timeout {EXPIRE} head -n 1) && [ -n \"$line\" ]; do :; done; : > {path}"
+        f"while line=$(timeout {int(expire)} head -n 1) && [ -n \"$line\" ]; do :; done; : > {path}"
     )
 
 

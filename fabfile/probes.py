@@ -11,6 +11,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import yaml
 
@@ -66,6 +67,16 @@ class Container:
     health: str = ""
     restarts: int = 0
     image: str = ""
+    started: float | None = None  # epoch seconds of .State.StartedAt
+
+
+def started_epoch(value: str) -> float | None:
+    """Docker's RFC 3339 StartedAt (nanoseconds, Z) → epoch seconds; None for the zero time."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
+    if not m or value.startswith("0001-"):
+        return None
+    stamp = datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    return stamp.timestamp() + float("0" + (m.group(2) or ""))
 
 
 def _clean(value: str) -> str:
@@ -74,7 +85,7 @@ def _clean(value: str) -> str:
 
 
 def parse_inspect(text: str) -> dict[str, Container]:
-    """Lines of ``{{.Name}}|{{.State.Status}}|health|{{.RestartCount}}|{{.Config.Image}}``."""
+    """Lines of ``{{.Name}}|{{.State.Status}}|health|{{.RestartCount}}|{{.Config.Image}}|{{.State.StartedAt}}``."""
     out: dict[str, Container] = {}
     for line in (text or "").splitlines():
         parts = line.strip().split("|")
@@ -88,6 +99,7 @@ def parse_inspect(text: str) -> dict[str, Container]:
             health=_clean(parts[2]) if len(parts) > 2 else "",
             restarts=int(restarts) if restarts.isdigit() else 0,
             image=_clean(parts[4]) if len(parts) > 4 else "",
+            started=started_epoch(parts[5]) if len(parts) > 5 else None,
         )
     return out
 
@@ -375,7 +387,7 @@ def host_probe(site: SiteSettings) -> Command:
     files = " ".join(q(f) for f in APP_FILES)
     names = " ".join(q(n) for n in site.containers.values())
     fmt = q("{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|"
-            "{{.Config.Image}}")
+            "{{.Config.Image}}|{{.State.StartedAt}}")
     lock = q(lock_path(site.backup_dir))
     script = f"""
 docker compose version >/dev/null 2>&1 && echo docker=yes || echo docker=no

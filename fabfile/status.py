@@ -17,13 +17,16 @@ HEALTHY = "TimescaleDB active and healthy"
 PROBLEMS = "TimescaleDB active with problems"
 PARTIAL = "partly rolled back"
 UNKNOWN = "state partly unknown"
+RECENT_START = 120  # seconds: a container restarted this recently, after earlier restarts, is looping
 
 
 def signals(site: SiteSettings, state: SiteState, qa_failed: str | None = None) -> list[str]:
     """The runbook's "When to Rollback" signals found on the server."""
     out = []
     backend = state.container(site.backend_container)
-    if backend.status == "restarting" or (backend.status != "running" and backend.restarts > 0):
+    # a loop is seen between two crashes as often as during one: "running" a few seconds after a restart counts
+    recent = backend.started is not None and state.now and state.now - backend.started < RECENT_START
+    if backend.status == "restarting" or (backend.restarts > 0 and (backend.status != "running" or recent)):
         out.append(f"backend in a restart loop ({backend.status}, {backend.restarts} restarts)")
     elif backend.status != "running":
         out.append(f"backend is {backend.status}")

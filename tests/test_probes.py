@@ -41,6 +41,13 @@ def test_inspect_states_with_and_without_health():
     assert got["netmon-redis"].health == ""
 
 
+def test_inspect_started_at_as_docker_prints_it():
+    got = probes.parse_inspect("/netmon-backend|running||3|netmon-backend|2026-12-01T09:42:15.123456789Z\n"
+                               "/netmon-nginx|created||0|nginx:alpine|0001-01-01T00:00:00Z\n")
+    assert got["netmon-backend"].started == pytest.approx(1796118135.123, abs=0.01)
+    assert got["netmon-nginx"].started is None
+
+
 TOC = """;
 ; Archive created at 2025-01-01 00:00:00 UTC
 ;     dbname: netmon

@@ -100,3 +100,22 @@ def test_truncated_newest_dump_names_the_older_one(tmp_path, monkeypatch):
                            printer=Printer("s1", quiet=True))
     assert not result.ok and "20250102_000000.dump is truncated" in result.error
     assert "--dump=/root/netmon_pre_tsdb_20250101_000000.dump" in result.error
+
+
+def test_fallback_start_checks_the_dump_before_anything_stops(tmp_path, monkeypatch):
+    """The database restart-loops (it cannot run as it is): --dump is checked on the file itself
+    before the fallback would stop anything, and a bad one is refused with nothing changed."""
+    monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
+    looping = host(("inspect=/netmon-db",), "inspect=/netmon-db|restarting||5|timescale/timescaledb:latest-pg16\n")
+    c = FakeContext([looping, (r"^test -f '/root/x y.dump' && head -c 5", "", 1),
+                     (r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0)])
+    result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", dump="/root/x y.dump", yes=True),
+                           printer=Printer("s1", quiet=True))
+    assert not result.ok and result.code == 2 and "dump /root/x y.dump not found" in result.error
+    assert all(not re.search(r"docker compose|cat >|tar ", cmd) for cmd in c.commands[1:])
+    c = FakeContext([looping, (r"^test -f /root/ok.dump && head -c 5", "PGDMP", 0),
+                     (r"sha256sum -c --status ok.dump.sha256", "", 1), (r"^test -f /root/ok.dump.sha256", "", 0),
+                     (r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0)])
+    result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", dump="/root/ok.dump", yes=True),
+                           printer=Printer("s1", quiet=True))
+    assert not result.ok and "does not match its recorded sha256" in result.error

@@ -144,7 +144,7 @@ def test_one_confirmation_lists_every_site_and_its_plan(fleet):
     cmd = f"{INVOKE} rollback --mode=restore --sites lab1,lab2,lab3 --inventory {inv}"
     out = subprocess.run(["script", "-qec", cmd, "/dev/null"], input="no\n", cwd=REPO, capture_output=True,
                          text=True, timeout=300)
-    assert out.returncode == 1
+    assert out.returncode == 8  # not confirmed: fab's code for the same refusal
     text = out.stdout
     assert "Rollback --mode=restore of 3 site(s)" in text
     for n in ("lab1", "lab2"):

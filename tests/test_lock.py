@@ -1,0 +1,56 @@
+"""The lock's server side, run for real with this machine's sh, flock and timeout: the shell text
+the tool sends is what is tested, not a model of it."""
+
+import json
+import subprocess
+import time
+
+from fabfile.lock import BUSY, Holder, holder_script, parse_status, status_probe
+
+
+def holder(tmp_path, expire: int = 30) -> subprocess.Popen:
+    return subprocess.Popen(["sh", "-c", holder_script(str(tmp_path), expire)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def take(proc: subprocess.Popen, who: dict) -> str:
+    proc.stdin.write(json.dumps(who) + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline()
+
+
+def status(tmp_path) -> str:
+    return subprocess.run(["sh", "-c", status_probe(str(tmp_path)).cmd], capture_output=True, text=True).stdout
+
+
+WHO = {"operator": "ana", "laptop": "lt1", "pid": 42, "task": "rollback", "since": "2026-12-01 09:00:00 UTC"}
+
+
+def test_a_second_run_is_refused_and_told_who_holds_the_lock(tmp_path):
+    first = holder(tmp_path)
+    assert take(first, WHO).startswith("LOCKED ")
+    assert parse_status(status(tmp_path)).describe() == "ana@lt1, pid 42, task rollback, since 2026-12-01 09:00:00 UTC"
+    second = subprocess.run(["sh", "-c", holder_script(str(tmp_path))], input=json.dumps({**WHO, "pid": 7}) + "\n",
+                            capture_output=True, text=True, timeout=10)
+    assert second.returncode == BUSY and Holder.parse(second.stdout).pid == 42
+    first.stdin.close()  # the run ends: its channel closes
+    assert first.wait(timeout=10) == 0
+    assert status(tmp_path).strip() == "free"
+
+
+def test_a_run_that_died_lets_go_and_a_live_one_keeps_it(tmp_path):
+    proc = holder(tmp_path, expire=1)
+    assert take(proc, WHO).startswith("LOCKED ")
+    for _ in range(4):  # heartbeats keep it, well past the expiry
+        time.sleep(0.5)
+        proc.stdin.write("hb\n")
+        proc.stdin.flush()
+        assert proc.poll() is None and parse_status(status(tmp_path)) is not None
+    deadline = time.monotonic() + 10  # no heartbeat: let go within the expiry
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.returncode == 0 and status(tmp_path).strip() == "free"
+    again = holder(tmp_path)
+    assert take(again, {**WHO, "pid": 8}).startswith("LOCKED ")
+    again.stdin.close()
+    assert again.wait(timeout=10) == 0
