@@ -88,7 +88,7 @@ def ingestion(runner, site: SiteSettings, state: SiteState, wait: float) -> Chec
     script = (f"b=$({query}) || exit 3; end=$(($(date +%s) + {int(wait)})); "
               f"while :; do n=$({query}) || exit 3; [ \"$n\" -gt \"$b\" ] && {{ echo \"+$((n - b))\"; exit 0; }}; "
               "[ $(date +%s) -ge $end ] && { echo none; exit 0; }; sleep 0.5; done")
-    out = runner.run(Command("sh -c " + q(script), what="wait for a new flow row", changes=False, ok_codes=(0, 3),
+    out = runner.run(Command("sh -c " + q(script), what="ingestion: wait for a new flow row", changes=False, ok_codes=(0, 3),
                              timeout=wait + 60))
     result = out.stdout.strip().splitlines()[-1:] or [""]
     if out.exited != 0 or not result[0]:
