@@ -14,7 +14,7 @@ run in order; a new measurement is one more function there):
    checks; ansible-core in benchmarks/.venv-ansible, pipelining and ControlPersist on, forks 8, a
    fresh ControlPath per run like the tool's one connection per run): t(N)/t(1) for both, and ours ÷
    Ansible's at N.
-3. `fab rollback --mode=restore --yes` total time at 50 ms ÷ at 0 ms (two sites in the same state).
+3. `fab rollback --mode=restore --yes` total time at 50 ms ÷ at 0 ms (pairs of sites in the same state).
 
 Rounds interleave the latencies and forms so background load hits them alike; medians are kept.
 
@@ -124,13 +124,18 @@ def single_site(b: Bench) -> None:
     print(f"\n-- fab verify and fab status of {site} at 0 and {b.args.latency:g} ms one-way "
           f"(RTT {rtt * 1000:.0f} ms), {b.args.rounds} round(s)")
     forms = {"fab verify": fab(b.lab, [site], "verify"), "fab status": fab(b.lab, [site], "status")}
-    seen: dict[tuple[str, float], list[tuple[float, float, int]]] = {}
+    seen: dict[tuple[str, float], list[tuple[float, float, int, float]]] = {}
     for _ in range(b.args.rounds):
         for latency in (0, b.args.latency):
             b.at(latency)
             for label, argv in forms.items():
                 timed, records = timed_tool(b, argv, f"{label} at {latency:g} ms")
-                seen.setdefault((label, latency), []).append((timed.seconds, ingest_wait(records), len(records)))
+                seen.setdefault((label, latency), []).append(
+                    (timed.seconds, ingest_wait(records), len(records), timed.busy))
+    for (label, latency), runs in seen.items():
+        print(f"   {label} at {latency:g} ms: runs {' '.join(f'{x[0]:.2f}' for x in runs)} s "
+              f"(ingestion wait {' '.join(f'{x[1]:.2f}' for x in runs)} s; machine busy "
+              f"{' '.join(f'{100 * x[3]:.0f}%' for x in runs)})")
     rows = []
     for label in forms:
         t0, w0, n0 = (median([x[i] for x in seen[(label, 0)]]) for i in range(3))
@@ -196,6 +201,7 @@ def fleet_vs_ansible(b: Bench) -> None:
         f"ansible, {n}": lambda w: ansible_run(b, playbook, b.verify_sites, w),
     }
     times: dict[tuple[str, float], list[float]] = {}
+    busy: dict[tuple[str, float], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="netmon-bench-ansible-") as work:
         for r in range(b.args.rounds):
             for latency in (0, b.args.latency):
@@ -206,10 +212,15 @@ def fleet_vs_ansible(b: Bench) -> None:
                         raise BenchmarkError(f"round {r + 1}, {label} at {latency:g} ms exited {timed.returncode}:\n"
                                              f"{timed.tail(25)}")
                     times.setdefault((label, latency), []).append(timed.seconds)
+                    busy.setdefault((label, latency), []).append(timed.busy)
     med = {k: median(v) for k, v in times.items()}
     labels = list(forms)
-    rows = [[label, *(f"{med[(label, lat)]:.2f}" for lat in (0, b.args.latency))] for label in labels]
-    print(tabulate(rows, headers=["form", "t@0 s", f"t@{b.args.latency:g} s"]))
+    rows = [[label, *(f"{med[(label, lat)]:.2f}" for lat in (0, b.args.latency)),
+             *(" ".join(f"{x:.2f}" for x in times[(label, lat)]) for lat in (0, b.args.latency)),
+             " ".join(f"{100 * x:.0f}%" for lat in (0, b.args.latency) for x in busy[(label, lat)])]
+            for label in labels]
+    print(tabulate(rows, headers=["form", "t@0 s", f"t@{b.args.latency:g} s", "runs@0 s",
+                                  f"runs@{b.args.latency:g} s", "machine busy"]))
     for lat in (0, b.args.latency):
         ours = ratio(med[(labels[1], lat)], med[(labels[0], lat)])
         theirs = ratio(med[(labels[3], lat)], med[(labels[2], lat)])
@@ -222,15 +233,24 @@ def fleet_vs_ansible(b: Bench) -> None:
 # -- 3. a whole rollback at 0 and at the latency --------------------------------------------------
 
 def restore_total(b: Bench) -> None:
-    at0, at1 = b.restore_sites
-    print(f"\n-- fab rollback --mode=restore --yes: {at0} at 0 ms, {at1} at {b.args.latency:g} ms "
-          f"(both migrated, {b.args.flows} flow rows)")
-    b.at(0)
-    t0, r0 = timed_tool(b, fab(b.lab, [at0], "rollback", "--mode=restore", "--yes"), "restore at 0 ms")
-    b.at(b.args.latency)
-    t1, r1 = timed_tool(b, fab(b.lab, [at1], "rollback", "--mode=restore", "--yes"), f"restore at {b.args.latency:g} ms")
-    line = (f"rollback --mode=restore: {t0.seconds:.2f}s at 0 ms ({len(r0)} remote cmds), {t1.seconds:.2f}s at "
-            f"{b.args.latency:g} ms ({len(r1)}): ratio {ratio(t1.seconds, t0.seconds)} (aim ≤ 1.5)")
+    """Pairs of sites in the same state: one restored at 0 ms, the other at the latency; the order
+    alternates from pair to pair so neither latency always goes first."""
+    pairs = [b.restore_sites[i:i + 2] for i in range(0, len(b.restore_sites), 2)]
+    print(f"\n-- fab rollback --mode=restore --yes at 0 and {b.args.latency:g} ms: {len(pairs)} pair(s) of migrated "
+          f"sites, {b.args.flows} flow rows each")
+    totals: dict[float, list[float]] = {0: [], b.args.latency: []}
+    for k, pair in enumerate(pairs):
+        order = [(pair[0], 0), (pair[1], b.args.latency)]
+        for site, latency in order if k % 2 == 0 else order[::-1]:
+            b.at(latency)
+            timed, records = timed_tool(b, fab(b.lab, [site], "rollback", "--mode=restore", "--yes"),
+                                        f"restore of {site} at {latency:g} ms")
+            totals[latency].append(timed.seconds)
+            print(f"   {site} at {latency:g} ms: {timed.seconds:.2f}s, {len(records)} remote cmds, "
+                  f"machine {100 * timed.busy:.0f}% busy")
+    t0, t1 = median(totals[0]), median(totals[b.args.latency])
+    line = (f"rollback --mode=restore total: {t0:.2f}s at 0 ms, {t1:.2f}s at {b.args.latency:g} ms (medians of "
+            f"{len(pairs)}): ratio {ratio(t1, t0)} (aim ≤ 1.5)")
     print(f"   {line}")
     b.summary.append(line)
 
@@ -246,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sites", type=int, default=8, help="sites for the fleet forms (default 8)")
     ap.add_argument("--flows", type=int, default=2000, help="flow rows per site (default 2000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each timed form; medians kept (default 3)")
+    ap.add_argument("--restore-pairs", type=int, default=2,
+                    help="pairs of migrated sites restored, one at 0 ms and one at the latency (default 2)")
     ap.add_argument("--only", default="", help="comma-separated section names to run (default all: "
                     + ", ".join(s.__name__ for s in SECTIONS) + ")")
     ap.add_argument("--name", default="bnl", help="the lab's name (default bnl)")
@@ -254,8 +276,8 @@ def main(argv=None) -> int:
         ap.error("--latency must be > 0 (it is compared with 0)")
     chosen = [s for s in SECTIONS if not args.only or s.__name__ in args.only.split(",")]
     verify_sites = [f"lab{i}" for i in range(1, args.sites + 1)]
-    restore_sites = [f"lab{args.sites + 1}", f"lab{args.sites + 2}"]
-    variants = ["rolled-back"] * args.sites + ["migrated"] * 2
+    restore_sites = [f"lab{args.sites + 1 + i}" for i in range(2 * args.restore_pairs)]
+    variants = ["rolled-back"] * args.sites + ["migrated"] * len(restore_sites)
 
     header(f"latency: the tool at 0 and {args.latency:g} ms one-way, and Ansible", args.name)
     with relayed_lab(args.name, len(variants), args.flows, variants, args.latency) as lab, audit_dir() as audit:
