@@ -37,6 +37,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from tests.lab import relay
 from tests.lab.lab import Lab
 
 from .common import (
@@ -108,12 +109,16 @@ def ingest_wait(records: list[dict]) -> float:
     return max(0.0, span - len(ingest) * median(others))
 
 
-def timed_tool(b: Bench, argv: list[str], label: str) -> tuple[Timed, list[dict]]:
+def timed_tool(b: Bench, argv: list[str], label: str) -> tuple[Timed, list[dict], int]:
+    """One run of the tool: its time, its audit records, and the round trips the relay counted on its
+    SSH connections (load- and delay-independent, unlike the time)."""
     clear(b.audit)
+    offset = relay.log_size(b.lab.relay_dir)
     timed = run(argv, env=b.env)
     if timed.returncode != 0:
         raise BenchmarkError(f"{label}: {' '.join(argv)} exited {timed.returncode}:\n{timed.tail()}")
-    return timed, audit_records(b.audit)
+    turns = sum(c["turns"] for c in relay.connections_since(b.lab.relay_dir, offset))
+    return timed, audit_records(b.audit), turns
 
 
 # -- 1. fab verify / status of one site ----------------------------------------------------------
@@ -124,33 +129,36 @@ def single_site(b: Bench) -> None:
     print(f"\n-- fab verify and fab status of {site} at 0 and {b.args.latency:g} ms one-way "
           f"(RTT {rtt * 1000:.0f} ms), {b.args.rounds} round(s)")
     forms = {"fab verify": fab(b.lab, [site], "verify"), "fab status": fab(b.lab, [site], "status")}
-    seen: dict[tuple[str, float], list[tuple[float, float, int, float]]] = {}
+    seen: dict[tuple[str, float], list[tuple[float, float, int, float, int]]] = {}
     for _ in range(b.args.rounds):
         for latency in (0, b.args.latency):
             b.at(latency)
             for label, argv in forms.items():
-                timed, records = timed_tool(b, argv, f"{label} at {latency:g} ms")
+                timed, records, turns = timed_tool(b, argv, f"{label} at {latency:g} ms")
                 seen.setdefault((label, latency), []).append(
-                    (timed.seconds, ingest_wait(records), len(records), timed.busy))
+                    (timed.seconds, ingest_wait(records), len(records), timed.busy, turns))
     for (label, latency), runs in seen.items():
         print(f"   {label} at {latency:g} ms: runs {' '.join(f'{x[0]:.2f}' for x in runs)} s "
-              f"(ingestion wait {' '.join(f'{x[1]:.2f}' for x in runs)} s; machine busy "
+              f"(ingestion wait {' '.join(f'{x[1]:.2f}' for x in runs)} s; round trips counted by the relay "
+              f"{' '.join(str(x[4]) for x in runs)}; machine busy "
               f"{' '.join(f'{100 * x[3]:.0f}%' for x in runs)})")
     rows = []
     for label in forms:
         t0, w0, n0 = (median([x[i] for x in seen[(label, 0)]]) for i in range(3))
         t1, w1, n1 = (median([x[i] for x in seen[(label, b.args.latency)]]) for i in range(3))
+        counted = median([x[4] for x in seen[(label, 0)] + seen[(label, b.args.latency)]])
         added = ((t1 - w1) - (t0 - w0)) / rtt
         rows.append([label, f"{n1:.0f}", f"{t0:.2f}", f"{t1:.2f}", f"{w0:.2f}", f"{w1:.2f}", f"{t1 / rtt:.1f}",
-                     f"{(t1 - w1) / rtt:.1f}", f"{added:.1f}"])
+                     f"{(t1 - w1) / rtt:.1f}", f"{added:.1f}", f"{counted:.0f}"])
         b.summary.append(f"{label}: {t0:.2f}s at 0 ms, {t1:.2f}s at {b.args.latency:g} ms = {t1 / rtt:.1f} RTT "
                          f"({(t1 - w1) / rtt:.1f} without the {w1:.2f}s ingestion wait); the wire added "
-                         f"{added:.1f} round trips")
+                         f"{added:.1f} round trips; the relay counted {counted:.0f}")
     print(tabulate(rows, headers=["task", "remote cmds", "t@0 s", f"t@{b.args.latency:g} s", "ingest wait@0 s",
                                   f"ingest wait@{b.args.latency:g} s", "t ÷ RTT", "(t − wait) ÷ RTT",
-                                  "round trips added"]))
+                                  "round trips added", "counted"]))
     print("   round trips added = ((t − wait) at the latency − (t − wait) at 0 ms) ÷ RTT: what the wire costs, "
-          "the SSH handshake included")
+          "the SSH handshake included; counted = times the server sent after the client did, on the tool's "
+          "connections, as the relay saw them (median of all runs; the TCP handshake not included)")
 
 
 # -- 2. invoke verify and Ansible, 1 and N sites --------------------------------------------------
@@ -243,10 +251,10 @@ def restore_total(b: Bench) -> None:
         order = [(pair[0], 0), (pair[1], b.args.latency)]
         for site, latency in order if k % 2 == 0 else order[::-1]:
             b.at(latency)
-            timed, records = timed_tool(b, fab(b.lab, [site], "rollback", "--mode=restore", "--yes"),
-                                        f"restore of {site} at {latency:g} ms")
+            timed, records, turns = timed_tool(b, fab(b.lab, [site], "rollback", "--mode=restore", "--yes"),
+                                               f"restore of {site} at {latency:g} ms")
             totals[latency].append(timed.seconds)
-            print(f"   {site} at {latency:g} ms: {timed.seconds:.2f}s, {len(records)} remote cmds, "
+            print(f"   {site} at {latency:g} ms: {timed.seconds:.2f}s, {len(records)} remote cmds, {turns} round trips, "
                   f"machine {100 * timed.busy:.0f}% busy")
     t0, t1 = median(totals[0]), median(totals[b.args.latency])
     line = (f"rollback --mode=restore total: {t0:.2f}s at 0 ms, {t1:.2f}s at {b.args.latency:g} ms (medians of "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -34,6 +35,7 @@ from pathlib import Path
 CHUNK = 65536
 HELD_MAX = 4 << 20  # bytes held per direction of a connection before the relay stops reading from it
 CONNECT_TIMEOUT = 10.0
+CONNECTION_IDS = itertools.count(1)
 SETTINGS, STATE, PID, LOG = "settings.json", "state.json", "relay.pid", "relay.log"
 
 
@@ -50,11 +52,27 @@ class Delay:
         return max(0.0, self.latency_ms + jitter) / 1000.0
 
 
+class Turns:
+    """Round trips of one connection, counted as the wire sees them: each time the server sends after
+    the client did. Independent of the delay and of the machine's load (what a stopwatch is not)."""
+
+    def __init__(self):
+        self.count = 0
+        self.last = ""
+
+    def saw(self, direction: str) -> None:
+        if direction == "down" and self.last == "up":
+            self.count += 1
+        self.last = direction
+
+
 class Pipe:
     """One direction of one connection: chunks leave in order, none before it arrived + its delay."""
 
-    def __init__(self, delay: Delay):
+    def __init__(self, delay: Delay, direction: str = "", turns: Turns | None = None):
         self.delay = delay
+        self.direction, self.turns = direction, turns
+        self.bytes = 0
         self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self.last_due = 0.0
         self.held = 0
@@ -71,6 +89,9 @@ class Pipe:
             self.queue.put_nowait((self.last_due, chunk))
             if not chunk:
                 return
+            self.bytes += len(chunk)
+            if self.turns is not None:
+                self.turns.saw(self.direction)
             self.held += len(chunk)
             if self.held >= HELD_MAX:
                 self.room.clear()
@@ -100,10 +121,14 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-async def relay_connection(client_r, client_w, target: tuple[str, int], delay: Delay, log) -> None:
-    """Carry one client connection to ``target`` and back, both directions delayed."""
+async def relay_connection(client_r, client_w, name: str, target: tuple[str, int], delay: Delay, log) -> None:
+    """Carry one client connection to ``target`` and back, both directions delayed. Logs a line when
+    it opens and one when it closes, with its round trips (`Turns`) and bytes."""
     _nodelay(client_w)
-    up, down = Pipe(delay), Pipe(delay)
+    turns, started = Turns(), time.monotonic()
+    up, down = Pipe(delay, "up", turns), Pipe(delay, "down", turns)
+    conn = f"{name} #{next(CONNECTION_IDS)}"
+    log(f"open {conn}")
     tasks = [asyncio.ensure_future(up.read_from(client_r))]
     server_w = None
     try:
@@ -123,6 +148,8 @@ async def relay_connection(client_r, client_w, target: tuple[str, int], delay: D
     except asyncio.CancelledError:
         pass  # the relay is stopping: close quietly
     finally:
+        log(f"closed {conn} turns={turns.count} up={up.bytes} down={down.bytes} "
+            f"seconds={time.monotonic() - started:.3f}")
         for t in tasks:
             t.cancel()
         for w in (client_w, server_w):
@@ -158,7 +185,7 @@ async def serve(directory: Path, routes: list[tuple[int, str, tuple[str, int]]])
         sock = socket.socket(fileno=fd)
         listeners.append((sock, name))
         servers.append(await asyncio.start_server(
-            lambda r, w, target=target: relay_connection(r, w, target, delay, log), sock=sock))
+            lambda r, w, name=name, target=target: relay_connection(r, w, name, target, delay, log), sock=sock))
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, apply_settings)
@@ -267,6 +294,37 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def log_size(directory: Path) -> int:
+    """Where the relay's log ends now: pass it to `connections_since` to see what a run did."""
+    try:
+        return (directory / LOG).stat().st_size
+    except OSError:
+        return 0
+
+
+def connections_since(directory: Path, offset: int, timeout: float = 10.0) -> list[dict]:
+    """Connections opened after byte ``offset`` of the relay's log, once all of them have closed (a
+    client's close reaches the relay a delay later): each {name, turns, up, down, seconds}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with (directory / LOG).open("rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+        opened, closed = set(), []
+        for line in lines:
+            words = line.split()
+            if len(words) >= 4 and words[1] == "open":
+                opened.add(words[3])
+            elif len(words) >= 4 and words[1] == "closed":
+                fields = dict(w.split("=", 1) for w in words[4:] if "=" in w)
+                closed.append({"name": words[2], "id": words[3], "turns": int(fields["turns"]),
+                               "up": int(fields["up"]), "down": int(fields["down"]),
+                               "seconds": float(fields["seconds"])})
+        if opened <= {c["id"] for c in closed} or time.monotonic() >= deadline:
+            return [c for c in closed if c["id"] in opened]
+        time.sleep(0.05)
 
 
 def stop(directory: Path, grace: float = 5.0) -> bool:

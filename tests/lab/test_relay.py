@@ -94,6 +94,7 @@ def within(value: float, target: float, share: float = 0.10) -> bool:
 
 def test_a_round_trip_through_the_relay_costs_twice_the_latency(echo, relay_dir):
     ports = relay.start(relay_dir, {"echo": echo.address}, latency_ms=40)
+    offset = relay.log_size(relay_dir)
     started = time.monotonic()
     sock = connect(ports["echo"])
     with sock:
@@ -106,6 +107,9 @@ def test_a_round_trip_through_the_relay_costs_twice_the_latency(echo, relay_dir)
         relay.set_delay(relay_dir, latency_ms=100)  # a running relay takes a new delay
         rtt = statistics.median(echo_rtts(sock, 7))
         assert within(rtt, 2 * 0.100), f"median round trip {rtt * 1000:.1f} ms, asked 200 ms"
+    # the relay counted each exchange as one round trip (the greeting, sent unasked, is none)
+    [conn] = relay.connections_since(relay_dir, offset)
+    assert (conn["name"], conn["turns"], conn["up"]) == ("echo", 22, conn["down"] - len(GREETING))
 
 
 def test_bytes_arrive_intact_and_in_order_under_jitter(echo, relay_dir):
