@@ -92,6 +92,20 @@ def within(value: float, target: float, share: float = 0.10) -> bool:
     return abs(value - target) <= share * target
 
 
+def round_trip_settles(measure, target: float, batches: int = 8, size: int = 5) -> tuple[bool, list[float]]:
+    """Whether a batch of ``size`` exchanges has its median round trip within 10 % of ``target``,
+    polling up to ``batches`` batches: a busy machine only ever adds delay (the echo server waits for
+    a CPU), so one calm batch shows what the relay does. No exchange may ever come back early."""
+    medians = []
+    for _ in range(batches):
+        rtts = measure(size)
+        assert min(rtts) >= 0.9 * target, f"a round trip of {min(rtts) * 1000:.1f} ms, under 90 % of {target * 1000:.0f}"
+        medians.append(statistics.median(rtts))
+        if within(medians[-1], target):
+            return True, medians
+    return False, medians
+
+
 def test_a_round_trip_through_the_relay_costs_twice_the_latency(echo, relay_dir):
     ports = relay.start(relay_dir, {"echo": echo.address}, latency_ms=40)
     offset = relay.log_size(relay_dir)
@@ -101,15 +115,16 @@ def test_a_round_trip_through_the_relay_costs_twice_the_latency(echo, relay_dir)
         # the server's first byte comes two round trips after connect(), as after TCP's handshake
         assert recv_exactly(sock, len(GREETING)) == GREETING
         assert time.monotonic() - started >= 0.9 * 4 * 0.040
-        rtt = statistics.median(echo_rtts(sock, 15))
-        assert within(rtt, 2 * 0.040), f"median round trip {rtt * 1000:.1f} ms, asked 80 ms"
+        ok, medians = round_trip_settles(lambda n: echo_rtts(sock, n), 2 * 0.040)
+        assert ok, f"median round trips {[round(m * 1000, 1) for m in medians]} ms, asked 80 ms"
 
         relay.set_delay(relay_dir, latency_ms=100)  # a running relay takes a new delay
-        rtt = statistics.median(echo_rtts(sock, 7))
-        assert within(rtt, 2 * 0.100), f"median round trip {rtt * 1000:.1f} ms, asked 200 ms"
+        ok, more = round_trip_settles(lambda n: echo_rtts(sock, n), 2 * 0.100)
+        assert ok, f"median round trips {[round(m * 1000, 1) for m in more]} ms, asked 200 ms"
     # the relay counted each exchange as one round trip (the greeting, sent unasked, is none)
     [conn] = relay.connections_since(relay_dir, offset)
-    assert (conn["name"], conn["turns"], conn["up"]) == ("echo", 22, conn["down"] - len(GREETING))
+    exchanges = 5 * (len(medians) + len(more))
+    assert (conn["name"], conn["turns"], conn["up"]) == ("echo", exchanges, conn["down"] - len(GREETING))
 
 
 def test_bytes_arrive_intact_and_in_order_under_jitter(echo, relay_dir):
@@ -162,19 +177,24 @@ def test_lab_with_latency_relays_ssh_and_down_stops_the_relay():
         # an echo over SSH through the relay: `cat` on the site sends each line straight back
         cat = subprocess.Popen(["ssh", "-F", str(lab.ssh_config), "lab1", "cat"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-        try:
+
+        def exchanges(n: int) -> list[float]:
             rtts = []
-            for i in range(11):
+            for i in range(n):
                 line = f"echo {i}\n".encode()
                 started = time.monotonic()
                 cat.stdin.write(line)
                 assert cat.stdout.readline() == line, cat.stderr.read1(4096) if cat.poll() is not None else ""
                 rtts.append(time.monotonic() - started)
+            return rtts
+
+        try:
+            exchanges(1)  # the first may still carry the session's set-up
+            ok, medians = round_trip_settles(exchanges, 2 * 0.050)
         finally:
             cat.stdin.close()
             cat.wait(timeout=30)
-        rtt = statistics.median(rtts[1:])  # the first may still carry the session's set-up
-        assert within(rtt, 2 * 0.050), f"median round trip over ssh {rtt * 1000:.1f} ms, asked 100 ms"
+        assert ok, f"median round trips over ssh {[round(m * 1000, 1) for m in medians]} ms, asked 100 ms"
     finally:
         root = lab.root
         lab.down(log=lambda *_: None)
