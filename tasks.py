@@ -184,14 +184,20 @@ def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> dict:
     "variant": f"one starting state for every site: {', '.join(VARIANTS)}",
     "variants": "comma-separated states, one per site in order (the rest get 'migrated')",
     "name": f"the lab's name, so several labs can exist at once; default {DEFAULT_NAME!r}",
+    "latency": "one-way delay in ms on every site's SSH (a relay on 127.0.0.1 per site; default: none)",
+    "jitter": "± ms of random variation on --latency (bytes are never reordered); default 0",
 })
-def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME):
+def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME, latency="", jitter=""):
     """Bring up N stand-in NetMon servers (clears what an earlier run of this lab left)."""
     if variant and variants:
         raise Exit("lab.up: give --variant or --variants, not both", code=2)
     chosen = [v.strip() for v in (variants or variant).split(",") if v.strip()] or None
     try:
-        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen)
+        latency_ms, jitter_ms = (float(latency) if latency != "" else None), float(jitter or 0)
+    except ValueError:
+        raise Exit(f"lab.up: --latency {latency!r} / --jitter {jitter!r}: give milliseconds as numbers", code=2) from None
+    try:
+        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, latency_ms=latency_ms, jitter_ms=jitter_ms)
     except LabError as exc:
         raise Exit(f"lab.up: {exc}", code=1) from None
 

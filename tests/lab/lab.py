@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from . import relay
 from .images import build_timescaledb_image
 
 HERE = Path(__file__).resolve().parent
@@ -158,6 +159,23 @@ class Lab:
                 return s
         raise LabError(f"lab {self.name} has no site {name!r}")
 
+    @property
+    def relay_dir(self) -> Path:
+        return self.root / "relay"
+
+    def relay_ports(self) -> dict[str, int]:
+        """site → its relay port on 127.0.0.1 when the lab was brought up with a latency, else {}."""
+        try:
+            return json.loads((self.root / "lab.json").read_text()).get("relay", {}).get("ports", {})
+        except (OSError, ValueError):
+            return {}
+
+    def set_latency(self, latency_ms: float, jitter_ms: float = 0.0) -> None:
+        """Change the running relay's delay (a lab brought up with a latency), e.g. to compare 0 and 50 ms."""
+        if not self.relay_ports():
+            raise LabError(f"lab {self.name} has no latency relay — bring it up with --latency MS")
+        relay.set_delay(self.relay_dir, latency_ms, jitter_ms)
+
     def variants(self) -> dict[str, str]:
         try:
             return json.loads((self.root / "lab.json").read_text())["variants"]
@@ -165,8 +183,15 @@ class Lab:
             return {}
 
     # -- up ----------------------------------------------------------------------------------
-    def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print) -> None:
+    def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print,
+           latency_ms: float | None = None, jitter_ms: float = 0.0) -> None:
+        """``latency_ms`` (None: none): every site's SSH is reached through a relay on 127.0.0.1 that
+        delays each byte that long (± ``jitter_ms``) each way (relay.py)."""
         variants = plan_variants(sites, variants)
+        if latency_ms is None and jitter_ms:
+            raise LabError("--jitter needs --latency")
+        if latency_ms is not None and not (0 <= jitter_ms <= latency_ms):
+            raise LabError(f"--latency {latency_ms} --jitter {jitter_ms}: use 0 <= jitter <= latency")
         check_host()
         started = time.monotonic()
         self.down(log=lambda *_: None)
@@ -192,8 +217,20 @@ class Lab:
             for fut, site in futures.items():
                 fut.result()
                 log(f"  {site.name}: {variants[site.index - 1]} ready ({time.monotonic() - started:.1f}s)")
+        if latency_ms is not None:
+            self._start_relay(all_sites, latency_ms, jitter_ms)
+            log(f"lab {self.name}: SSH through a relay delaying {latency_ms:g} ms ± {jitter_ms:g} ms each way")
         self._write_client_files(all_sites)
         log(f"lab {self.name}: up in {time.monotonic() - started:.1f}s — ssh -F {rel(self.ssh_config)} lab1")
+
+    def _start_relay(self, sites: list[Site], latency_ms: float, jitter_ms: float) -> None:
+        try:
+            ports = relay.start(self.relay_dir, {s.name: (s.ip, 22) for s in sites}, latency_ms, jitter_ms)
+        except relay.RelayError as err:
+            raise LabError(str(err)) from None
+        meta = json.loads((self.root / "lab.json").read_text())
+        meta["relay"] = {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "ports": ports}
+        (self.root / "lab.json").write_text(json.dumps(meta))
 
     def _write_client_secrets(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -263,15 +300,22 @@ class Lab:
             raise LabError(f"{site.name} ({variant}): build failed — see {site.dir / 'build.log'}\n{tail}")
 
     def _write_client_files(self, sites: list[Site]) -> None:
+        """known_hosts, ssh_config and hosts.yml. Through a relay a site is 127.0.0.1:PORT: its key is
+        filed under the site's name (ssh_config's HostKeyAlias, which ssh looks up without the port) and
+        under `[127.0.0.1]:PORT` (what paramiko looks up when only the inventory is used)."""
+        ports = self.relay_ports()
+        address = {s.name: ("127.0.0.1", ports[s.name]) if ports else (s.ip, 22) for s in sites}
         lines = []
         for s in sites:
             host_key = (s.dir / "ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
-            lines.append(f"{s.name},{s.ip} {' '.join(host_key)}\n")
+            host, port = address[s.name]
+            lines.append(f"{s.name},{host if port == 22 else f'[{host}]:{port}'} {' '.join(host_key)}\n")
         self.known_hosts.write_text("".join(lines))
         cfg = [f"# NetMon lab {self.name!r}: written by `invoke lab.up`; removed by `invoke lab.down`.\n"]
         for s in sites:
+            host, port = address[s.name]
             cfg.append(
-                f"Host {s.name}\n  HostName {s.ip}\n  User root\n  Port 22\n  IdentityFile {self.key}\n"
+                f"Host {s.name}\n  HostName {host}\n  User root\n  Port {port}\n  IdentityFile {self.key}\n"
                 f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
                 f"  HostKeyAlias {s.name}\n  ConnectTimeout 5\n  ServerAliveInterval 5\n  BatchMode yes\n\n")
         self.ssh_config.write_text("".join(cfg))
@@ -283,7 +327,8 @@ class Lab:
                 "known_hosts": str(self.known_hosts),
                 "admin_password_file": str(self.admin_password_file),
             },
-            "sites": {s.name: {"host": s.ip} for s in sites},
+            "sites": {s.name: {"host": address[s.name][0], **({"port": address[s.name][1]} if ports else {})}
+                      for s in sites},
             "groups": {"lab": [s.name for s in sites]},
         }
         self.inventory.write_text(
@@ -298,6 +343,7 @@ class Lab:
         pids = set()
         for ns in namespaces:
             pids |= {int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()}
+        relay.stop(self.relay_dir)
         pids |= lab_processes(self.root)
         stop_processes(pids)
         for ns in namespaces:
@@ -423,17 +469,10 @@ def stop_processes(pids: set[int], grace: float = 5.0) -> None:
                 pass
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            pids = {p for p in pids if Path(f"/proc/{p}").exists() and not is_zombie(p)}
+            pids = {p for p in pids if relay.alive(p)}
             if not pids:
                 return
             time.sleep(0.1)
-
-
-def is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def sshd_config(site_dir: Path) -> str:
