@@ -15,7 +15,7 @@ from tabulate import tabulate
 from fabfile import procedures
 from fabfile.errors import RollbackError
 from fabfile.fleet import DEFAULT_PARALLEL, FleetOptions, failed_sites, run_fleet, summary_table, verify_table
-from fabfile.inventory import INVENTORY_ENV, load_inventory
+from fabfile.inventory import INVENTORY_HELP, load_inventory
 from fabfile.plan import RollbackOptions
 from fabfile.report import dumps_json, to_jsonable
 from tests.lab.lab import DEFAULT_NAME, VARIANTS, Lab, LabError
@@ -23,7 +23,7 @@ from tests.lab.lab import DEFAULT_NAME, VARIANTS, Lab, LabError
 FLEET_HELP = {
     "sites": "comma-separated site names from the inventory (default: every site)",
     "group": "a group from the inventory",
-    "inventory": f"inventory file (default: ${INVENTORY_ENV}, else ./hosts.yml)",
+    "inventory": INVENTORY_HELP,
     "parallel": f"how many sites at once (default {DEFAULT_PARALLEL})",
     "max-failures": "start no new site after this many failed (0 = no limit; --parallel 1 --max-failures 1 = canary)",
     "ssh-config": "ssh_config file to read host settings from (default ~/.ssh/config)",

@@ -11,11 +11,9 @@ from invoke.exceptions import Exit
 from . import procedures
 from .connection import for_site
 from .errors import InputError, as_exit
-from .inventory import SiteSettings, load_inventory
+from .inventory import INVENTORY_HELP, SiteSettings, load_inventory
 from .plan import RollbackOptions
 from .report import Printer, checks_table, dumps_json
-
-INVENTORY_HELP = "inventory file (default: $NETMON_INVENTORY, else ./hosts.yml)"
 
 
 def _site(c, inventory: str | None) -> tuple[object, SiteSettings]:
