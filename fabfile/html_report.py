@@ -86,6 +86,11 @@ def _result(ok: Any) -> str:
     return _text(None)
 
 
+def _table(cls: str, headers: list[str], rows: list[str]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    return f'<table class="{cls}"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
 def downtime_windows(timeline: list[dict]) -> list[tuple[datetime, datetime]]:
     """The intervals during which the writers were down: downtime steps, overlapping ones merged."""
     spans = sorted((s, e) for s, e in ((_when(st.get("started")), _when(st.get("ended")))
@@ -168,8 +173,7 @@ def _steps_table(timeline: list[dict]) -> str:
             f'<td class="num">{_text(f"{secs:.1f}s" if secs is not None else None)}</td>'
             f'<td>{"yes" if step.get("downtime") else "no"}</td><td>{_result(step.get("ok"))}</td>'
             f'<td>{escape(str(step.get("error") or ""))}</td></tr>')
-    return ('<table class="steps"><tr><th>step</th><th>start (UTC)</th><th>end (UTC)</th><th>took</th>'
-            f'<th>writers down</th><th>result</th><th>error</th></tr>{"".join(rows)}</table>')
+    return _table("steps", ["step", "start (UTC)", "end (UTC)", "took", "writers down", "result", "error"], rows)
 
 
 def _copies_html(copies: list[dict] | None) -> str:
@@ -183,7 +187,7 @@ def _copies_html(copies: list[dict] | None) -> str:
         shown = f"{human_size(size)} ({size} bytes)" if isinstance(size, int) and not isinstance(size, bool) else None
         rows.append(f'<tr class="copy"><td>{_text(copy.get("what"))}</td><td><code>{_text(copy.get("path"))}</code></td>'
                     f'<td class="num">{_text(shown)}</td><td><code>{_text(copy.get("sha256"))}</code></td></tr>')
-    return f'<table class="copies"><tr><th>what</th><th>path</th><th>size</th><th>sha256</th></tr>{"".join(rows)}</table>'
+    return _table("copies", ["what", "path", "size", "sha256"], rows)
 
 
 def _checks_html(checks) -> str:
@@ -192,8 +196,7 @@ def _checks_html(checks) -> str:
     rows = [f'<tr class="check"><td>{_text(getattr(ch, "name", None))}</td><td>{_text(getattr(ch, "expected", None))}</td>'
             f'<td>{_text(getattr(ch, "actual", None))}</td><td>{_result(getattr(ch, "ok", None))}</td></tr>'
             for ch in checks]
-    return ('<table class="checks"><tr><th>check</th><th>expected</th><th>actual</th><th>result</th></tr>'
-            f'{"".join(rows)}</table>')
+    return _table("checks", ["check", "expected", "actual", "result"], rows)
 
 
 def _anchor(site: str) -> str:
@@ -231,10 +234,10 @@ def render(results: list, title: str, generated: datetime | None = None) -> str:
     """The whole report as one HTML document."""
     generated = generated or datetime.now(UTC)
     failed = [r for r in results if not r.ok]
-    rows = "".join(
+    rows = [
         f'<tr class="summary" data-site="{escape(r.site)}"><td><a href="#{_anchor(r.site)}">{escape(r.site)}</a></td>'
         f'<td>{_result(bool(r.ok))}</td><td>{_text(r.summary or r.error)}</td><td class="num">{r.seconds:.1f}s</td>'
-        f'<td>{escape(r.next_step or "-")}</td></tr>' for r in results)
+        f'<td>{escape(r.next_step or "-")}</td></tr>' for r in results]
     verdict = (f'<span class="ok">all {len(results)} site(s) ok</span>' if not failed else
                f'<span class="fail">{len(failed)} of {len(results)} site(s) not ok: '
                f'{escape(", ".join(r.site for r in failed))}</span>')
@@ -246,8 +249,7 @@ def render(results: list, title: str, generated: datetime | None = None) -> str:
         f"<h1>{escape(title)}</h1>",
         f'<p class="muted">generated {generated.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")} UTC</p>',
         f"<p>{verdict}</p>",
-        '<table class="overview"><tr><th>site</th><th>result</th><th>what happened</th><th>took</th><th>next</th></tr>'
-        f"{rows}</table>",
+        _table("overview", ["site", "result", "what happened", "took", "next"], rows),
         *(_site_html(r) for r in results),
         "</body></html>\n",
     ])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,7 +107,7 @@ def test_without_a_terminal_a_batch_needs_yes(fleet):
     lab, inv = fleet
     before = fingerprint(lab, "lab1")
     out = invoke(inv, "rollback", "--mode=clean", "--sites", "lab1")
-    assert out.returncode == 2 and "--yes" in out.stderr
+    assert out.returncode == 8 and "--yes" in out.stderr  # as `fab rollback` exits for the same refusal
     assert fingerprint(lab, "lab1") == before
 
 
@@ -143,7 +144,7 @@ def test_one_confirmation_lists_every_site_and_its_plan(fleet):
     cmd = f"{INVOKE} rollback --mode=restore --sites lab1,lab2,lab3 --inventory {inv}"
     out = subprocess.run(["script", "-qec", cmd, "/dev/null"], input="no\n", cwd=REPO, capture_output=True,
                          text=True, timeout=300)
-    assert out.returncode == 1
+    assert out.returncode == 8
     text = out.stdout
     assert "Rollback --mode=restore of 3 site(s)" in text
     for n in ("lab1", "lab2"):
@@ -158,17 +159,27 @@ def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_w
     broken = ["lab3", "lab4", "lab5", "lab6"]
     before = {n: fingerprint(lab, n) for n in broken}
     out = invoke(inv, "rollback", "--mode=restore", "--yes", "--parallel", "3")
-    assert out.returncode == 1, out.stdout + out.stderr
-    summary = out.stdout[out.stdout.rindex("site "):]
+    assert out.returncode == 1, out.stdout + out.stderr  # sites failed for different reasons
+    scroll, _, tables = out.stdout.partition("\nsite    result")
+    summary, _, verify = tables.partition("\n\n")
     for n in ("lab1", "lab2", "lab7", "lab8"):
         rolled_back(lab, n)
         assert any(line.startswith(n) and " ok " in line for line in summary.splitlines())
+        assert any(line.startswith(n) and line.split()[-1] == "healthy" for line in verify.splitlines()), verify
+        steps = [line for line in scroll.splitlines() if line.startswith(f"[{n}] ") and "] done: " in line]
+        assert len(steps) >= 5, scroll  # one line per step, when it ends
     for n in broken:
         assert any(line.startswith(n) and "FAIL" in line for line in summary.splitlines()), summary
     assert "lab3,lab4,lab5,lab6" in out.stderr  # what to rerun
     assert {n: fingerprint(lab, n) for n in broken} == before
-    for line in out.stdout.splitlines():  # progress lines are whole and prefixed
-        assert not line.startswith("[lab") or line.index("]") < 7
+    for line in scroll.splitlines():  # the scroll: whole prefixed lines, no start markers, no per-site tables
+        assert line.startswith("[lab") and line.index("]") < 7 or not line.strip(), line
+        assert not line.endswith(" ...") and " expected " not in line, line
+    assert verify.splitlines()[0].split()[0] == "site" and verify.splitlines()[0].split()[-1] == "overall"
+    report = Path(out.stdout.strip().splitlines()[-1].removeprefix("report: "))
+    html = report.read_text()
+    assert re.findall(r'<section class="site" id="[^"]+" data-site="([^"]+)"', html) == [f"lab{i}" for i in range(1, 9)]
+    assert html.count('<tr class="check">') >= 4 * 13  # each rolled-back site's whole verify table
 
 
 def test_rerun_with_the_failed_sites_finishes_them(fleet):
