@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.helpers import AUDIT_DIR
+
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +57,7 @@ def start_sshd(lab, name):
 
 def invoke(inv: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([INVOKE, *args, "--inventory", str(inv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR)})
 
 
 def fingerprint(lab, name: str) -> dict:
