@@ -117,7 +117,7 @@ def verify(c, sites="", group="", inventory="", json=False, parallel=VERIFY_PARA
            connect_timeout=10, log_dir=""):
     """Verify checks on every selected site at once: one comparison table, non-zero if any is unhealthy."""
     chosen = _select(c, inventory, sites, group, log_dir, "verify")
-    opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=True)
+    opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)  # the scroll: -e lines only
     results = run_fleet(chosen, "verify", _per_site(
         c, lambda cx, site, out: procedures.verify_result(cx, site, out, as_json=True)), opts)
     _finish(results, json, [verify_table(results)])
