@@ -169,3 +169,16 @@ def test_fleet_tasks_load_without_tests(tmp_path):
     assert {"rollback", "verify", "status", "backup"} <= set(out.stdout.split())
     lab = run([BIN / "invoke", "lab.status"], cwd=tmp_path)
     assert lab.returncode != 0 and "No module named 'tests'" in lab.stderr
+
+
+def test_a_failed_rollback_still_writes_its_report_under_log_dir(netmon_rollback, tmp_path):
+    """Nothing listens on loopback port 1: the connection is refused, the run exits 5 and names a
+    report (in --log-dir) that says what to do next."""
+    logs = tmp_path / "logs"
+    out = run([netmon_rollback, "--log-dir", logs, "-t", "5", "-H", "127.0.0.1:1", "rollback", "--mode=clean", "--yes"],
+              cwd=tmp_path, env={"NETMON_AUDIT_DIR": str(tmp_path / "not-here")})
+    assert out.returncode == 5 and "cannot connect to 127.0.0.1" in out.stderr
+    report = Path(out.stdout.strip().splitlines()[-1].removeprefix("report: "))
+    assert report.parent == logs and report.is_file()
+    html = report.read_text()
+    assert "What to do next:" in html and "cannot connect to 127.0.0.1" in html

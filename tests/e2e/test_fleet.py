@@ -193,6 +193,8 @@ def test_rerun_with_the_failed_sites_finishes_them(fleet):
     assert out.returncode == 0, out.stdout + out.stderr
     for n in ("lab3", "lab5"):
         rolled_back(lab, n)
-    out = invoke(inv, "verify", "--group", "healthy")
+    out = invoke(inv, "-e", "verify", "--group", "healthy")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("healthy") == 6
+    for n in ("lab1", "lab3", "lab5"):  # invoke's -e: each site's commands, prefixed
+        assert re.search(rf"^\[{n}\]     \$ docker ", out.stdout, re.M), out.stdout
