@@ -22,6 +22,7 @@ from fabfile.inventory import INVENTORY_HELP, load_inventory
 from fabfile.plan import RollbackOptions
 from fabfile.report import Printer, dumps_json, to_jsonable
 from fabfile.runner import set_log_dir
+from fabfile.tasks import no_fab_dry
 
 VERIFY_PARALLEL = 8
 FLEET_HELP = {
@@ -57,9 +58,8 @@ class StepLines(Printer):
 
 def _select(c, inventory, sites, group, log_dir, task_name: str):
     """The sites to work on; refuse invoke's --dry where it has no meaning, honour --log-dir."""
-    if c.config.run.dry and task_name != "rollback":
-        raise InputError(f"--dry works with rollback only (it means rollback --dry-run); {task_name} has no dry run "
-                         "— drop --dry")
+    if task_name != "rollback":
+        no_fab_dry(c, task_name)
     set_log_dir(log_dir or None)
     inv = load_inventory(inventory or None)
     chosen = inv.select([s.strip() for s in sites.split(",") if s.strip()] if sites else None, group or None)

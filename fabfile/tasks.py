@@ -26,7 +26,8 @@ def _fab_dry(c) -> bool:
     return bool(c.config.run.dry)
 
 
-def _no_fab_dry(c, task: str) -> None:
+def no_fab_dry(c, task: str) -> None:
+    """Refuse fab's (or invoke's) --dry for a task that has no dry run of its own."""
     if _fab_dry(c):
         raise InputError(f"--dry works with rollback only (it means rollback --dry-run); {task} has no dry run — drop --dry")
 
@@ -34,7 +35,7 @@ def _no_fab_dry(c, task: str) -> None:
 def _site(c, inventory: str | None, task: str = "") -> tuple[object, SiteSettings]:
     """The connection and settings of the -H host; ``task`` set = refuse fab's --dry for it."""
     if task:
-        _no_fab_dry(c, task)
+        no_fab_dry(c, task)
     host = getattr(c, "original_host", None)
     if not host:
         raise InputError("no server given — run as: fab -H SERVER TASK")
@@ -126,7 +127,7 @@ def verify(c, json=False, inventory=None):
 @as_exit
 def reset(c, confirm=None, commit=None, inventory=None, report=None):
     """Last resort: files reverted, volume removed, fresh start on plain PostgreSQL (ALL data lost; safety dump first)."""
-    _no_fab_dry(c, "reset")
+    no_fab_dry(c, "reset")
     host = getattr(c, "original_host", None)
     if not confirm or confirm != host:
         raise InputError(f"reset destroys every row on {host}: rerun with --confirm={host} to mean it")
