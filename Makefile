@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := openssh-server openssh-client postgresql-15 postgresql-client-15 iproute2 util-linux git curl \
-                   python3-venv python3-yaml python3-psycopg2 procps
+                   python3-venv python3-yaml python3-psycopg2 procps chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint clean-lab

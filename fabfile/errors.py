@@ -65,14 +65,59 @@ class VerifyFailed(RollbackError):
     code = 7
 
 
+class LockHeld(RollbackError):
+    """Another run holds the server's lock; nothing was changed."""
+
+    code = 10
+
+
 class Refused(RollbackError):
     """The operator did not confirm, or there was no terminal to confirm on."""
 
     code = 8
 
 
+#: The one exit-status table of `fab`, `netmon-rollback` and the fleet's `invoke` tasks.
+EXIT_CODES: dict[int, str] = {
+    0: "done",
+    1: "failed (in a batch: sites failed for different reasons)",
+    InputError.code: "bad input (options, inventory, dump file); nothing changed",
+    PreflightError.code: "preflight refused: the server is not in a state the task can work on; nothing changed",
+    HostKeyError.code: "SSH host key unknown or changed; no command ran",
+    ConnectError.code: "cannot connect, or the connection was lost",
+    CommandFailed.code: "a remote command failed or timed out",
+    VerifyFailed.code: "verify failed",
+    Refused.code: "not confirmed (or no terminal to confirm on); nothing changed",
+    9: "not started: the batch's --max-failures was reached first",
+    LockHeld.code: "busy: another run holds the server's lock (status shows who); nothing changed",
+}
+
+
+def exit_codes_text(markdown: bool = False) -> str:
+    """The table as text: for ``--help`` (plain) and for the README (``markdown=True``)."""
+    if markdown:
+        return "\n".join(["| exit | meaning |", "|---|---|", *(f"| {code} | {what} |" for code, what in EXIT_CODES.items())])
+    return "\n".join(["Exit status:", *(f"  {code}  {what}" for code, what in EXIT_CODES.items())])
+
+
+def batch_code(codes: list[int]) -> int:
+    """One exit status for a batch from its failed sites' codes: 0 when none failed, their code when
+    they share one (every refusal exits 8, from `fab` or `invoke` alike), else 1."""
+    failed = {code or 1 for code in codes}
+    if not failed:
+        return 0
+    return failed.pop() if len(failed) == 1 else 1
+
+
+def with_exit_codes(func):
+    """Append the exit-status table to a task body's docstring, so ``--help TASK`` shows it."""
+    func.__doc__ = f"{(func.__doc__ or '').rstrip()}\n\n{exit_codes_text()}\n"
+    return func
+
+
 def as_exit(func):
-    """Decorator for task bodies: a RollbackError becomes ``invoke.Exit(message, code)``."""
+    """Decorator for task bodies: a RollbackError becomes ``invoke.Exit(message, code)``; the task's
+    help ends with the exit-status table."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -81,10 +126,4 @@ def as_exit(func):
         except RollbackError as err:
             raise Exit(f"error: {err.message}", code=err.code) from None
 
-    return wrapper
-
-
-class LockHeld(RollbackError):
-    """Another run holds the server's lock; nothing was changed."""
-
-    code = 10
+    return with_exit_codes(wrapper)

@@ -4,9 +4,16 @@ Whatever is there is saved first (a tar of the files, and the uncommitted diff a
 
 from __future__ import annotations
 
+import io
 import re
 
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+from ruamel.yaml.util import load_yaml_guess_indent
+
 from .commands import Command, q
+from .errors import PreflightError
 from .inventory import SiteSettings
 from .probes import APP_FILES, SiteState
 
@@ -14,53 +21,52 @@ _TSDB_SQL = re.compile(r"timescaledb|create_hypertable|add_compression_policy|ad
                        r"add_continuous_aggregate_policy|timescaledb\.compress|remove_.*_policy", re.I)
 
 
+def _yaml_for(text: str) -> YAML:
+    """A round-trip YAML with the file's own indentation, so a dump changes only what was edited."""
+    _, sequence, offset = load_yaml_guess_indent(text)
+    indents = [len(ln) - len(ln.lstrip(" ")) for ln in text.splitlines()
+               if ln.strip() and not ln.lstrip().startswith(("-", "#"))]
+    mapping = min((i for i in indents if i), default=2)
+    yaml = YAML()  # round-trip: comments, key order, quotes and flow style kept
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=mapping, sequence=sequence or mapping, offset=offset or 0)
+    return yaml
+
+
+def _edit_db_service(text: str, edit) -> str:
+    """``text`` with ``edit(db)`` applied to ``services.db`` (the compose service, never another
+    key named db), dumped back with everything else as it was."""
+    try:
+        yaml = _yaml_for(text)
+        data = yaml.load(text)
+    except YAMLError as err:
+        raise PreflightError(f"docker-compose.yml is not valid YAML ({str(err).splitlines()[0]}) — "
+                             "fix it by hand, then rerun") from None
+    services = data.get("services") if isinstance(data, CommentedMap) else None
+    db = services.get("db") if isinstance(services, CommentedMap) else None
+    if not isinstance(db, CommentedMap):
+        return text
+    edit(db)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def _revert_db(db: CommentedMap, plain_image: str) -> None:
+    image = db.get("image")
+    if isinstance(image, str) and "timescale" in image.lower():
+        db["image"] = plain_image
+    command = db.get("command")
+    words = command if isinstance(command, list) else [command]
+    if "timescaledb" in " ".join(str(w) for w in words).lower():
+        del db["command"]
+
+
 def revert_compose(text: str, plain_image: str = "postgres:16-alpine") -> str:
-    """The db service back on the plain image, its TimescaleDB preload ``command:`` removed."""
-    lines = text.splitlines(keepends=True)
-    out: list[str] = []
-    in_db = False
-    db_indent = -1
-    skip_indent: int | None = None
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip(" "))
-        if skip_indent is not None:
-            if stripped and indent <= skip_indent and not stripped.startswith("- "):
-                skip_indent = None
-            elif stripped and (indent > skip_indent or stripped.startswith("- ")):
-                continue
-            else:
-                continue
-        if re.match(r"^\s*db:\s*$", line):
-            in_db, db_indent = True, indent
-            out.append(line)
-            continue
-        if in_db and stripped and indent <= db_indent:
-            in_db = False
-        if in_db:
-            m = re.match(r"^(\s*image:\s*)(['\"]?)([^'\"\s#]+)\2(.*)$", line.rstrip("\n"))
-            if m and "timescale" in m.group(3).lower():
-                out.append(f"{m.group(1)}{plain_image}\n")
-                continue
-            m = re.match(r"^(\s*)command:\s*(.*)$", line.rstrip("\n"))
-            if m:
-                rest = m.group(2).strip()
-                if rest and "timescaledb" in rest.lower():
-                    continue  # one-line command
-                if not rest:
-                    # block form: drop it when its items mention timescaledb
-                    idx = lines.index(line)
-                    block = []
-                    for nxt in lines[idx + 1:]:
-                        ni = len(nxt) - len(nxt.lstrip(" "))
-                        if nxt.strip() and ni <= indent and not nxt.strip().startswith("- "):
-                            break
-                        block.append(nxt)
-                    if "timescaledb" in "".join(block).lower():
-                        skip_indent = indent
-                        continue
-        out.append(line)
-    return "".join(out)
+    """The db service back on the plain image, its TimescaleDB preload ``command:`` removed;
+    comments, layout and every other service exactly as they were."""
+    return _edit_db_service(text, lambda db: _revert_db(db, plain_image))
 
 
 _DOLLAR = re.compile(r"\$[A-Za-z_0-9]*\$")
@@ -157,16 +163,9 @@ def compose_without_preload(text: str, plain_image: str = "postgres:16-alpine") 
     """The reverted compose file with the db started as ``postgres -c shared_preload_libraries=``:
     the fallback that lets a data directory which still preloads timescaledb start on the plain
     image (the command line overrides postgresql.conf and postgresql.auto.conf)."""
-    reverted = revert_compose(text, plain_image)
-    lines = reverted.splitlines(keepends=True)
-    out = []
-    for i, line in enumerate(lines):
-        out.append(line)
-        m = re.match(r"^(\s*)db:\s*$", line)
-        if m:
-            nxt = next((ln for ln in lines[i + 1:] if ln.strip()), "")
-            indent = len(nxt) - len(nxt.lstrip(" ")) if nxt else len(m.group(1)) + 2
-            if indent <= len(m.group(1)):
-                indent = len(m.group(1)) + 2
-            out.append(" " * indent + 'command: ["postgres", "-c", "shared_preload_libraries="]\n')
-    return "".join(out)
+    def edit(db: CommentedMap) -> None:
+        _revert_db(db, plain_image)
+        command = CommentedSeq(DoubleQuotedScalarString(w) for w in ("postgres", "-c", "shared_preload_libraries="))
+        command.fa.set_flow_style()
+        db.insert(list(db).index("image") + 1 if "image" in db else 0, "command", command)
+    return _edit_db_service(text, edit)

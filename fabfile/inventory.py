@@ -6,8 +6,9 @@ hosts.yml has three top-level keys:
 - ``sites``: name → mapping with ``host`` (required), ``port``, ``user`` and any setting;
 - ``groups``: name → list of site names.
 
-The file is the one named by ``--inventory``, else ``$NETMON_INVENTORY``, else ``./hosts.yml``.
-Without a file, every setting has the runbook's value, so ``fab -H server rollback`` works with no
+The file is the one named by ``--inventory``, else ``$NETMON_INVENTORY``, else ``./hosts.yml``,
+else ``~/.config/netmon-rollback/hosts.yml`` (``$XDG_CONFIG_HOME``): an installed command finds its
+inventory from any directory. Without a file, every setting has the runbook's value, so ``fab -H server rollback`` works with no
 inventory at all.
 """
 
@@ -28,6 +29,7 @@ import yaml
 from .errors import InputError, InventoryError
 
 INVENTORY_ENV = "NETMON_INVENTORY"
+INVENTORY_HELP = f"inventory file (default: ${INVENTORY_ENV}, else ./hosts.yml, else ~/.config/netmon-rollback/hosts.yml)"
 PASSWORD_ENV = "NETMON_ADMIN_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -201,8 +203,14 @@ def parse_inventory(data: Any, path: Path | None) -> Inventory:
     return Inventory(path=path, defaults=defaults, sites=sites, groups=groups)
 
 
+def user_inventory() -> Path:
+    """The operator's own inventory: $XDG_CONFIG_HOME/netmon-rollback/hosts.yml (default ~/.config)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "netmon-rollback" / "hosts.yml"
+
+
 def inventory_path(explicit: str | None = None) -> Path | None:
-    """--inventory, else $NETMON_INVENTORY, else ./hosts.yml if it exists, else None."""
+    """--inventory, else $NETMON_INVENTORY, else ./hosts.yml, else the user's inventory, else None."""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -214,8 +222,10 @@ def inventory_path(explicit: str | None = None) -> Path | None:
         if not path.is_file():
             raise InventoryError(f"inventory {path} (from ${INVENTORY_ENV}) not found — fix or unset ${INVENTORY_ENV}")
         return path
-    local = Path("hosts.yml")
-    return local if local.is_file() else None
+    for path in (Path("hosts.yml"), user_inventory()):
+        if path.is_file():
+            return path
+    return None
 
 
 def load_inventory(explicit: str | None = None) -> Inventory:

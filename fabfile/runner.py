@@ -2,7 +2,9 @@
 
 - probes (``Command.changes == False``) always run; changes are printed, not sent, under dry-run;
 - every command is timed and written, with its exit status, to a local JSON-lines audit log
-  (logs/audit_<site>_<UTC time>.jsonl), secrets redacted, stdin never logged;
+  (audit_<site>_<UTC time>_<pid>_<task>.jsonl in :func:`default_log_dir`), secrets redacted, stdin never logged;
+- Fabric's ``-e/--echo`` prints each command as it runs, secrets masked (invoke's own echo is off:
+  it would print them unmasked);
 - every command has a timeout; a lost connection names the step it broke.
 """
 
@@ -39,11 +41,26 @@ def redact(text: str, secrets) -> str:
     return text
 
 
+AUDIT_DIR_ENV = "NETMON_AUDIT_DIR"
+_log_dir: Path | None = None
+
+
+def set_log_dir(path: str | Path | None) -> None:
+    """``--log-dir``: where this process writes audit logs and reports (None: back to the default)."""
+    global _log_dir  # noqa: PLW0603 - one process-wide choice, made once at the command line
+    _log_dir = Path(path).expanduser() if path else None
+
+
 def default_log_dir() -> Path:
-    env = os.environ.get("NETMON_AUDIT_DIR")
+    """--log-dir, else $NETMON_AUDIT_DIR, else $XDG_STATE_HOME/netmon-rollback (default
+    ~/.local/state/netmon-rollback): never beside the code, which may be a read-only site-packages."""
+    if _log_dir is not None:
+        return _log_dir
+    env = os.environ.get(AUDIT_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "logs"
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "netmon-rollback"
 
 
 class AuditLog:
@@ -101,9 +118,11 @@ class Runner:
         self.audit = audit
         if self.audit is not None:
             self.audit.secrets = self.secrets
-        self.dry_run = dry_run
+        run_config = getattr(getattr(c, "config", None), "run", None)
+        # fab --dry would make every probe return empty output: it means the project's own dry run
+        self.dry_run = dry_run or bool(getattr(run_config, "dry", False))
         self.timeout = timeout
-        self.echo = echo
+        self.echo = echo or bool(getattr(run_config, "echo", False))
         self.step = "preflight"
         self.remote_seconds = 0.0
 
@@ -151,7 +170,12 @@ class Runner:
                 return self.redact(problem)
         return None
 
+    def echo_command(self, command: Command) -> None:
+        self.printer.line(f"    $ {self.redact(command.cmd)}")
+
     def _poll(self, command: Command) -> Outcome:
+        if self.echo:
+            self.echo_command(command)
         deadline = time.monotonic() + float(command.poll)
         attempts = 0
         started = time.monotonic()
@@ -169,9 +193,11 @@ class Runner:
 
     def _once(self, command: Command, log: bool = True) -> Outcome:
         timeout = command.timeout or self.timeout
-        kwargs = dict(hide=True, warn=True, timeout=timeout, in_stream=False)
+        kwargs = dict(hide=True, warn=True, timeout=timeout, in_stream=False, echo=False, dry=False)
         if command.stdin is not None:
             kwargs["in_stream"] = _Stdin(command.stdin)
+        if self.echo and log:
+            self.echo_command(command)
         started = time.monotonic()
         try:
             result = self.c.run(command.cmd, **kwargs)
@@ -206,8 +232,6 @@ class Runner:
         self.remote_seconds += out.duration
         if log:
             self._log(command, out, kind="change" if command.changes else "probe")
-        if self.echo:
-            self.printer.line(f"    $ {self.redact(command.cmd)}  -> exit {out.exited} ({out.duration:.2f}s)")
         return out
 
     def connection_lost(self) -> bool:

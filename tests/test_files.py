@@ -1,6 +1,10 @@
+from pathlib import Path
+
+import pytest
 import yaml
 
 from fabfile import files
+from fabfile.errors import PreflightError
 from fabfile.inventory import SiteSettings
 from fabfile.probes import SiteState, compose_db_service
 
@@ -51,6 +55,60 @@ def test_fallback_compose_starts_plain_without_preload():
     data = yaml.safe_load(files.compose_without_preload(COMPOSE_INLINE))
     assert data["services"]["db"]["image"] == "postgres:16-alpine"
     assert data["services"]["db"]["command"] == ["postgres", "-c", "shared_preload_libraries="]
+
+
+SHARED = """# NetMon stack (edited by hand: keep these notes)
+services:
+  db:   # the database
+    image: timescale/timescaledb:latest-pg16
+    command: postgres -c shared_preload_libraries=timescaledb
+    environment: {POSTGRES_DB: netmon}
+  tsdb-tools:
+    image: timescale/timescaledb:latest-pg16
+    command: postgres -c shared_preload_libraries=timescaledb
+  backend:
+    image: "netmon-backend:1.4"   # pinned
+    depends_on:
+      db:
+        condition: service_healthy
+    ports: ['8000:8000']
+
+volumes:
+  postgres_data:
+"""
+
+
+def test_only_the_db_service_changes_when_another_shares_its_lines():
+    """tsdb-tools has the db's exact image and command lines: they stay; so does every comment,
+    quote and blank line."""
+    assert files.revert_compose(SHARED) == SHARED.replace(
+        "  db:   # the database\n    image: timescale/timescaledb:latest-pg16\n"
+        "    command: postgres -c shared_preload_libraries=timescaledb\n",
+        "  db:   # the database\n    image: postgres:16-alpine\n")
+
+
+def test_fallback_command_goes_to_the_db_service_not_to_a_depends_on_key_named_db():
+    out = files.compose_without_preload(SHARED)
+    assert out == SHARED.replace(
+        "  db:   # the database\n    image: timescale/timescaledb:latest-pg16\n"
+        "    command: postgres -c shared_preload_libraries=timescaledb\n",
+        "  db:   # the database\n    image: postgres:16-alpine\n"
+        '    command: ["postgres", "-c", "shared_preload_libraries="]\n')
+    assert yaml.safe_load(out)["services"]["backend"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+
+
+def test_lab_compose_file_round_trips_byte_for_byte_outside_the_db_service():
+    text = (Path(__file__).parent / "lab/standin/app/post/docker-compose.yml").read_text()
+    out = files.revert_compose(text)
+    changed = [(a, b) for a, b in zip(text.splitlines(), out.splitlines(), strict=False) if a != b]
+    assert changed[0] == ("    image: timescale/timescaledb:latest-pg16", "    image: postgres:16-alpine")
+    assert out == text.replace("    image: timescale/timescaledb:latest-pg16\n", "    image: postgres:16-alpine\n") \
+        .replace("    command: postgres -c shared_preload_libraries=timescaledb\n", "")
+
+
+def test_a_compose_file_that_is_not_yaml_is_refused_not_rewritten():
+    with pytest.raises(PreflightError, match="not valid YAML"):
+        files.revert_compose("services:\n  db:\n    image: [unclosed\n")
 
 
 def test_revert_init_sql_drops_whole_statements():

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.helpers import AUDIT_DIR
+
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +57,7 @@ def start_sshd(lab, name):
 
 def invoke(inv: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([INVOKE, *args, "--inventory", str(inv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR)})
 
 
 def fingerprint(lab, name: str) -> dict:
@@ -159,20 +161,28 @@ def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_w
     broken = ["lab3", "lab4", "lab5", "lab6"]
     before = {n: fingerprint(lab, n) for n in broken}
     out = invoke(inv, "rollback", "--mode=restore", "--yes", "--parallel", "3")
-    assert out.returncode == 1, out.stdout + out.stderr
-    summary = out.stdout[out.stdout.rindex("site "):]
+    assert out.returncode == 1, out.stdout + out.stderr  # sites failed for different reasons
+    scroll, _, tables = out.stdout.partition("\nsite    result")
+    summary, _, verify = tables.partition("\n\n")
     for n in ("lab1", "lab2", "lab7", "lab8"):
         rolled_back(lab, n)
         assert any(line.startswith(n) and " ok " in line for line in summary.splitlines())
+        assert any(line.startswith(n) and line.split()[-1] == "healthy" for line in verify.splitlines()), verify
+        steps = [line for line in scroll.splitlines() if line.startswith(f"[{n}] ") and "] done: " in line]
+        assert len(steps) >= 5, scroll  # one line per step, when it ends
     for n in broken:
         assert any(line.startswith(n) and "FAIL" in line for line in summary.splitlines()), summary
     assert "lab3,lab4,lab5,lab6" in out.stderr  # what to rerun
     assert {n: fingerprint(lab, n) for n in broken} == before
-    prefixed = [line for line in out.stdout.splitlines() if line.startswith("[lab")]
-    assert prefixed, "no per-site progress lines"
-    for line in out.stdout.splitlines():  # progress lines are whole: one prefix, at the start, never two sites on a line
-        assert len(re.findall(r"\[lab\d+\] ", line)) == (1 if line.startswith("[lab") else 0), line
-        assert not line.startswith("[lab") or re.match(r"^\[lab\d+\] ", line), line
+    assert scroll.strip(), "no per-site progress lines"
+    for line in scroll.splitlines():  # the scroll: whole lines, one site prefix each, at the start; no tables
+        assert not line.strip() or len(re.findall(r"\[lab\d+\] ", line)) == 1 and re.match(r"^\[lab\d+\] ", line), line
+        assert not line.endswith(" ...") and " expected " not in line, line
+    assert verify.splitlines()[0].split()[0] == "site" and verify.splitlines()[0].split()[-1] == "overall"
+    report = Path(out.stdout.strip().splitlines()[-1].removeprefix("report: "))
+    html = report.read_text()
+    assert re.findall(r'<section class="site" id="[^"]+" data-site="([^"]+)"', html) == [f"lab{i}" for i in range(1, 9)]
+    assert html.count('<tr class="check">') >= 4 * 13  # each rolled-back site's whole verify table
 
 
 def test_rerun_with_the_failed_sites_finishes_them(fleet):
@@ -184,7 +194,9 @@ def test_rerun_with_the_failed_sites_finishes_them(fleet):
     assert out.returncode == 0, out.stdout + out.stderr
     for n in ("lab3", "lab5"):
         rolled_back(lab, n)
-    out = invoke(inv, "verify", "--group", "healthy")
+    out = invoke(inv, "-e", "verify", "--group", "healthy")
     assert out.returncode == 0, out.stdout + out.stderr
     overall = [line.split()[-1] for line in out.stdout.splitlines() if re.match(r"^lab\d+ ", line)]
     assert overall == ["healthy"] * 6, out.stdout  # the verdict column itself, not "unhealthy" counted too
+    for n in ("lab1", "lab3", "lab5"):  # invoke's -e: each site's commands, prefixed
+        assert re.search(rf"^\[{n}\]     \$ docker ", out.stdout, re.M), out.stdout
