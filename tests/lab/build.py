@@ -197,6 +197,8 @@ SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'devic
 SELECT add_compression_policy('flow_records', interval '7 days');
 SELECT add_retention_policy('flow_records', interval '30 days');
 """)
+    if variant == "third-hypertable":
+        third_hypertable()
     if variant == "summary-cagg":
         psql("""
 DROP TABLE flow_summary_5m;
@@ -209,6 +211,19 @@ SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
     add_flows(post_flows, "30 minutes")
     if variant != "backend-crashloop":
         wait_for("the backend's health", backend_healthy)
+
+
+def third_hypertable() -> None:
+    """The third-hypertable variant: an operator also made interface_metrics (one of the other 30
+    tables, its rows seeded before the migration) a hypertable with compression and retention."""
+    psql("""
+ALTER TABLE interface_metrics DROP CONSTRAINT interface_metrics_pkey, ADD PRIMARY KEY (id, "timestamp");
+SELECT create_hypertable('interface_metrics', 'timestamp', chunk_time_interval => interval '1 day', migrate_data => true);
+-- for real: ALTER TABLE interface_metrics SET (timescaledb.compress, timescaledb.compress_segmentby = 'interface_id')
+SELECT _timescaledb_functions.stand_in_enable_compression('interface_metrics', 'interface_id');
+SELECT add_compression_policy('interface_metrics', interval '2 days');
+SELECT add_retention_policy('interface_metrics', interval '90 days');
+""")
 
 
 def roll_back_files() -> None:

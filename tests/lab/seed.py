@@ -27,6 +27,9 @@ ORDER BY c.table_name, c.ordinal_position
 SKIP = {"users", "flow_records", "flow_summary_5m", "schema_migrations"}  # the backend and build.py fill these
 ROWS = {"interface_metrics": 4000, "device_metric_history": 2000, "interfaces": 400, "mac_addresses": 600}
 DEFAULT_ROWS = 60
+# Time-series columns filled even though they have a default (now()), so their rows span days, as a
+# site's history does (and a hypertable made of them has several chunks).
+SPREAD = {("interface_metrics", "timestamp"), ("device_metric_history", "timestamp")}
 
 
 def value(table: str, col: str, dtype: str, maxlen: int) -> str | None:
@@ -79,7 +82,7 @@ def seed_sql(rows: list[list[str]]) -> str:
             if ref and ref != t:
                 expr = (f"(SELECT {ref_col} FROM {ref} ORDER BY {ref_col} "
                         f"OFFSET g % greatest((SELECT count(*) FROM {ref}), 1) LIMIT 1)")
-            elif has_default or (ref == t and nullable):
+            elif (has_default and (t, col) not in SPREAD) or (ref == t and nullable):
                 continue
             else:
                 expr = value(t, col, dtype, maxlen)

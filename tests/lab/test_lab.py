@@ -214,6 +214,20 @@ def test_variant_states_read_back(lab):
     assert "postgres:16-alpine" in ssh(lab, s("rolled-back"), "cat /root/netmon/docker-compose.yml").stdout
 
 
+def test_third_hypertable_variant_holds_interface_metrics_in_chunks(lab):
+    """Issue 8's lab variant: a hypertable besides the two flow tables, its rows in chunks, with policies."""
+    site = site_of("third-hypertable")
+    assert sql(lab, site, "SELECT string_agg(hypertable_name || ':' || compression_enabled, ',' ORDER BY 1) "
+                          "FROM timescaledb_information.hypertables") == "flow_records:true,interface_metrics:true"
+    assert sql(lab, site, "SELECT count(*) FROM ONLY interface_metrics") == "0"
+    assert sql(lab, site, "SELECT count(*) FROM interface_metrics") == "4000"
+    assert int(sql(lab, site, "SELECT count(*) FROM timescaledb_information.chunks "
+                              "WHERE hypertable_name = 'interface_metrics'")) >= 3
+    assert sql(lab, site, "SELECT string_agg(proc_name, ',' ORDER BY proc_name) FROM timescaledb_information.jobs "
+                          "WHERE hypertable_name = 'interface_metrics'") == "policy_compression,policy_retention"
+    assert sql(lab, site, "SELECT count(*) FROM interface_metrics m JOIN interfaces i ON i.id = m.interface_id") == "4000"
+
+
 def test_crashloop_variant_restarts_the_backend(lab):
     site = site_of("backend-crashloop")
     out = ssh(lab, site, "cd /root/netmon && docker compose ps -a --format json backend").stdout
