@@ -206,6 +206,8 @@ SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
   SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, src_ip, dst_ip, protocol,
          sum(bytes)::bigint AS bytes, sum(packets)::bigint AS packets, count(*) AS flow_count
   FROM flow_records GROUP BY 1, 2, 3, 4, 5 $q$);
+-- CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) without WITH NO DATA fills it at once
+CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL);
 """)
     run("docker", "compose", "up", "-d", "--build")
     add_flows(post_flows, "30 minutes")

@@ -143,20 +143,58 @@ def test_policies_jobs_and_time_bucket(server):
     assert q("SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL", db="policies") == "0"
 
 
-def test_continuous_aggregate_is_a_materialized_view(server):
+CAGG_QUERY = """SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
+  SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, sum(bytes)::bigint AS bytes, count(*) AS flow_count
+  FROM flow_records GROUP BY 1, 2 $q$)"""
+
+
+def test_continuous_aggregate_is_a_view_over_a_materialization_hypertable(server):
     migrated_database(server, "cagg")
-    server.psql("""SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
-      SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, sum(bytes)::bigint AS bytes, count(*) AS flow_count
-      FROM flow_records GROUP BY 1, 2 $q$)""", db="cagg")
-    assert server.value("SELECT relkind FROM pg_class WHERE relname = 'flow_summary_5m'", db="cagg") == "m"
-    assert server.value("SELECT view_name || ':' || hypertable_name FROM timescaledb_information.continuous_aggregates",
-                        db="cagg") == "flow_summary_5m:flow_records"
-    assert server.value("SELECT sum(flow_count) FROM flow_summary_5m", db="cagg") == "500"
+    q = server.value
+    server.psql(CAGG_QUERY, db="cagg")
+    assert q("SELECT relkind FROM pg_class WHERE relname = 'flow_summary_5m'", db="cagg") == "v"
+    assert q("SELECT view_name || ':' || hypertable_name || ':' || materialization_hypertable_name "
+             "FROM timescaledb_information.continuous_aggregates", db="cagg") == \
+        "flow_summary_5m:flow_records:_materialized_hypertable_2"
+    assert q("SELECT count(*) FROM flow_summary_5m", db="cagg") == "0"  # WITH NO DATA until refreshed
+    server.psql("CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL)", db="cagg")
+    assert q("SELECT sum(flow_count) FROM flow_summary_5m", db="cagg") == "500"
+    assert q("SELECT count(*) FROM ONLY _timescaledb_internal._materialized_hypertable_2", db="cagg") == "0"
+    in_block = server.psql("BEGIN; CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL); COMMIT",
+                           db="cagg", check=False)
+    assert in_block.returncode != 0
+
     refused = server.psql("DROP TABLE flow_summary_5m", db="cagg", check=False)
-    assert '"flow_summary_5m" is not a table' in refused.stderr
-    server.psql("DROP MATERIALIZED VIEW flow_summary_5m", db="cagg")
-    assert server.value("SELECT count(*) FROM _timescaledb_catalog.continuous_agg", db="cagg") == "0"
-    assert server.value("SELECT count(*) FROM pg_class WHERE relname LIKE '_materialized_hypertable_%'", db="cagg") == "0"
+    assert '42809: "flow_summary_5m" is not a table' in refused.stderr
+    as_view = server.psql("DROP VIEW flow_summary_5m", db="cagg", check=False)
+    assert "ERROR:  0A000: cannot drop continuous aggregate using DROP VIEW" in as_view.stderr
+    assert "HINT:  Use DROP MATERIALIZED VIEW to drop a continuous aggregate." in as_view.stderr
+    dropped = server.psql("DROP MATERIALIZED VIEW flow_summary_5m", db="cagg")
+    assert "drop cascades to table _timescaledb_internal._hyper_2_" in dropped.stderr
+    assert q("SELECT count(*) FROM _timescaledb_catalog.continuous_agg", db="cagg") == "0"
+    assert q("SELECT count(*) FROM pg_class WHERE relname ~ '^(_materialized_hypertable|_partial_view|_direct_view)_2$' "
+             "OR relname = 'flow_summary_5m'", db="cagg") == "0"
+    assert q("SELECT string_agg(table_name, ',') FROM _timescaledb_catalog.hypertable", db="cagg") == "flow_records"
+
+
+def test_continuous_aggregate_on_the_plain_image_takes_drop_view(server):
+    """On the plain image the cagg is what PostgreSQL sees: a view (DROP MATERIALIZED VIEW is 42809)."""
+    migrated_database(server, "caggplain")
+    server.psql(CAGG_QUERY, db="caggplain")
+    server.stop()
+    try:
+        server.start(HOST_BIN, "shared_preload_libraries=")
+        as_matview = server.psql("DROP MATERIALIZED VIEW IF EXISTS flow_summary_5m CASCADE", db="caggplain", check=False)
+        assert 'ERROR:  42809: "flow_summary_5m" is not a materialized view' in as_matview.stderr
+        assert "HINT:  Use DROP VIEW to remove a view." in as_matview.stderr
+        as_view = server.psql("DROP VIEW flow_summary_5m", db="caggplain", check=False)
+        assert f"58P01: {LIBRARY_MISSING}" in as_view.stderr  # the extension's sql_drop trigger
+        server.psql("ALTER EVENT TRIGGER timescaledb_ddl_command_end DISABLE; "
+                    "ALTER EVENT TRIGGER timescaledb_ddl_sql_drop DISABLE; DROP VIEW flow_summary_5m", db="caggplain")
+        assert server.value("SELECT count(*) FROM pg_class WHERE relname = 'flow_summary_5m'", db="caggplain") == "0"
+    finally:
+        server.stop()
+        server.start()
 
 
 def test_pg_dump_carries_the_catalog_and_the_chunks(server):
