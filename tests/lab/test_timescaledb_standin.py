@@ -262,3 +262,75 @@ def test_plain_image_refuses_the_preload_and_the_extensions_ddl(server):
     finally:
         server.stop()
         server.start()
+
+
+def oldest_chunk(server: Cluster, db: str) -> str:
+    return server.value("SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
+                        "WHERE hypertable_name = 'flow_records' ORDER BY range_start LIMIT 1", db=db)
+
+
+def test_compressed_chunk_rows_are_read_only_through_the_hypertable(server):
+    migrated_database(server, "compressed")
+    q = server.value
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id')", db="compressed")
+    chunk = oldest_chunk(server, "compressed")
+    in_chunk = q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed")
+    assert int(in_chunk) > 0
+    assert q(f"SELECT compress_chunk('{chunk}')", db="compressed") == chunk
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == "0"
+    assert q(f"SELECT count(*) FROM {chunk}", db="compressed") == in_chunk  # TimescaleDB decompresses a chunk read too
+    assert q("SELECT count(*) FROM flow_records", db="compressed") == "500"
+    assert q("SELECT string_agg(chunk_name, ',') FROM timescaledb_information.chunks WHERE is_compressed",
+             db="compressed") == chunk.split(".")[1]
+    assert q(f"SELECT z.table_name FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk z "
+             f"ON z.id = c.compressed_chunk_id WHERE format('%I.%I', c.schema_name, c.table_name) = '{chunk}'",
+             db="compressed").startswith("compress_hyper_2_")
+    again = server.psql(f"SELECT compress_chunk('{chunk}')", db="compressed")
+    assert "already compressed" in again.stderr
+    refused = server.psql(f"SELECT compress_chunk('{chunk}', if_not_compressed => false)", db="compressed", check=False)
+    assert "is already compressed" in refused.stderr
+
+    # A row written into a compressed chunk's range stays uncompressed (status 9) until compressed again.
+    server.psql(f"INSERT INTO flow_records (\"timestamp\", bytes) SELECT min(\"timestamp\"), -1 FROM {chunk}", db="compressed")
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == "1"
+    assert q(f"SELECT status FROM _timescaledb_catalog.chunk WHERE format('%I.%I', schema_name, table_name) = '{chunk}'",
+             db="compressed") == "9"
+    server.psql(f"SELECT compress_chunk('{chunk}')", db="compressed")
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == "0"
+
+    assert q(f"SELECT decompress_chunk('{chunk}')", db="compressed") == chunk
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == str(int(in_chunk) + 1)
+    assert q("SELECT count(*) FROM _timescaledb_catalog.chunk WHERE hypertable_id = 2", db="compressed") == "0"
+    assert q("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'compress\\_hyper\\_%'", db="compressed") == "0"
+
+
+def test_due_jobs_run_and_a_paused_job_does_not(server):
+    """The lab's scheduler entry point: policies compress and drop old chunks; alter_job pauses one."""
+    migrated_database(server, "jobs")
+    q = server.value
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id')", db="jobs")
+    compress = q("SELECT add_compression_policy('flow_records', interval '2 days')", db="jobs")
+    retain = q("SELECT add_retention_policy('flow_records', interval '4 days', schedule_interval => interval '1 hour')",
+               db="jobs")
+    assert q(f"SELECT schedule_interval || ' ' || fixed_schedule FROM timescaledb_information.jobs WHERE job_id = {retain}",
+             db="jobs") == "01:00:00 false"
+    server.psql(f"SELECT alter_job({retain}, scheduled => false)", db="jobs")
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('0 seconds')", db="jobs") == "1"
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('0 seconds')", db="jobs") == "1"
+    stats = q("SELECT string_agg(job_id || ':' || job_status || ':' || total_runs, ',' ORDER BY job_id) "
+              "FROM timescaledb_information.job_stats", db="jobs")
+    assert stats == f"{compress}:Scheduled:2,{retain}:Paused:0"
+    compressed = q("SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed", db="jobs")
+    assert int(compressed) >= 2
+    assert q("SELECT count(*) FROM timescaledb_information.chunks "
+             "WHERE NOT is_compressed AND range_end <= now() - interval '2 days'", db="jobs") == "0"
+    assert q("SELECT count(*) FROM flow_records", db="jobs") == "500"
+    chunks = int(q("SELECT count(*) FROM timescaledb_information.chunks", db="jobs"))
+
+    server.psql(f"SELECT alter_job({retain}, scheduled => true)", db="jobs")
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('0 seconds')", db="jobs") == "2"
+    assert q("SELECT count(*) FROM timescaledb_information.chunks WHERE range_end <= now() - interval '4 days'",
+             db="jobs") == "0"
+    assert int(q("SELECT count(*) FROM timescaledb_information.chunks", db="jobs")) < chunks
+    assert int(q("SELECT count(*) FROM flow_records", db="jobs")) < 500
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('1 hour')", db="jobs") == "0"  # not due again yet

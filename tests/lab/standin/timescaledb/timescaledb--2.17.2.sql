@@ -305,18 +305,23 @@ DECLARE
   new_chunk_id integer;
   chunk_table name;
   found_chunk regclass;
+  found_id integer;
+  found_status integer;
 BEGIN
   SELECT * INTO STRICT ht FROM _timescaledb_catalog.hypertable WHERE id = ht_id;
   SELECT * INTO STRICT dim FROM _timescaledb_catalog.dimension WHERE hypertable_id = ht_id;
   slice_start := floor(extract(epoch FROM ts) * 1000000 / dim.interval_length)::bigint * dim.interval_length;
   -- One creator at a time per hypertable; a waiter then finds the chunk the first one made.
   PERFORM pg_advisory_xact_lock(hashtext('timescaledb stand-in chunk'), ht_id);
-  SELECT format('%I.%I', c.schema_name, c.table_name)::regclass INTO found_chunk
+  SELECT format('%I.%I', c.schema_name, c.table_name)::regclass, c.id, c.status INTO found_chunk, found_id, found_status
   FROM _timescaledb_catalog.chunk c
   JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = c.id
   JOIN _timescaledb_catalog.dimension_slice s ON s.id = cc.dimension_slice_id
   WHERE c.hypertable_id = ht_id AND NOT c.dropped AND s.dimension_id = dim.id AND s.range_start = slice_start;
   IF found_chunk IS NOT NULL THEN
+    IF found_status = 1 THEN  -- compressed: a new row makes it partially compressed
+      UPDATE _timescaledb_catalog.chunk SET status = 9 WHERE id = found_id;
+    END IF;
     RETURN found_chunk;
   END IF;
 
