@@ -346,7 +346,8 @@ END $$;
 
 -- The hypertable's primary key, unique and foreign key constraints and its other indexes, made on a
 -- chunk under TimescaleDB's names (<chunk id>_<n>_<constraint>, <chunk>_<index>), so every chunk
--- holds them as for real.
+-- holds them as for real; those the chunk has already are skipped (it runs again after DDL on the
+-- hypertable adds one).
 CREATE FUNCTION _timescaledb_functions.stand_in_copy_constraints(ht_id integer, chunk_id integer) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -355,23 +356,30 @@ DECLARE
   con record;
   idx record;
   constraint_name name;
+  was_internal boolean := _timescaledb_functions.stand_in_is_internal();
 BEGIN
   SELECT format('%I.%I', h.schema_name, h.table_name)::regclass INTO STRICT root
   FROM _timescaledb_catalog.hypertable h WHERE h.id = ht_id;
   SELECT * INTO STRICT ch FROM _timescaledb_catalog.chunk c WHERE c.id = chunk_id;
+  PERFORM _timescaledb_functions.stand_in_internal(true);
   FOR con IN SELECT c.conname, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c
-             WHERE c.conrelid = root AND c.contype IN ('p', 'u', 'f') ORDER BY c.contype DESC, c.oid LOOP
-    constraint_name := format('%s_%s_%s', chunk_id, nextval('_timescaledb_catalog.chunk_constraint_name'), con.conname);
+             WHERE c.conrelid = root AND c.contype IN ('p', 'u', 'f')
+               AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk_constraint cc
+                               WHERE cc.chunk_id = ch.id AND cc.hypertable_constraint_name = c.conname)
+             ORDER BY c.contype DESC, c.oid LOOP
+    constraint_name := format('%s_%s_%s', ch.id, nextval('_timescaledb_catalog.chunk_constraint_name'), con.conname);
     EXECUTE format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', ch.schema_name, ch.table_name, constraint_name, con.def);
     INSERT INTO _timescaledb_catalog.chunk_constraint (chunk_id, dimension_slice_id, constraint_name,
-      hypertable_constraint_name) VALUES (chunk_id, NULL, constraint_name, con.conname);
+      hypertable_constraint_name) VALUES (ch.id, NULL, constraint_name, con.conname);
   END LOOP;
   FOR idx IN SELECT c.relname, pg_get_indexdef(i.indexrelid) AS def FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
              WHERE i.indrelid = root AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+               AND to_regclass(format('%I.%I', ch.schema_name, ch.table_name || '_' || c.relname)) IS NULL
              ORDER BY i.indexrelid LOOP
     EXECUTE regexp_replace(idx.def, '^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+',
       format('CREATE \1INDEX %I ON %I.%I', ch.table_name || '_' || idx.relname, ch.schema_name, ch.table_name));
   END LOOP;
+  PERFORM _timescaledb_functions.stand_in_internal(was_internal);
 END $$;
 
 -- ts_insert_blocker's function. Real TimescaleDB routes rows in its planner and this trigger only
@@ -522,8 +530,23 @@ BEGIN
         HINT = 'Use DROP MATERIALIZED VIEW to drop a continuous aggregate.';
     END IF;
     PERFORM _timescaledb_functions.stand_in_forget_dropped();
-  ELSIF TG_TAG = 'ALTER TABLE' THEN
-    PERFORM _timescaledb_functions.stand_in_after_alter_table();
+  ELSE
+    IF TG_TAG = 'ALTER TABLE' THEN
+      PERFORM _timescaledb_functions.stand_in_after_alter_table();
+    END IF;
+    IF TG_TAG IN ('ALTER TABLE', 'CREATE INDEX') AND NOT _timescaledb_functions.stand_in_is_internal() THEN
+      -- New constraints and indexes of a hypertable reach its chunks, as TimescaleDB's hook sends them.
+      PERFORM _timescaledb_functions.stand_in_copy_constraints(h.id, ch.id)
+      FROM (SELECT DISTINCT CASE WHEN d.object_type = 'index'
+                 THEN (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = d.objid) ELSE d.objid END AS relid
+            FROM pg_event_trigger_ddl_commands() d WHERE d.classid = 'pg_class'::regclass) t
+      JOIN pg_class c ON c.oid = t.relid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN _timescaledb_catalog.hypertable h ON h.schema_name = n.nspname AND h.table_name = c.relname
+      JOIN _timescaledb_catalog.chunk ch ON ch.hypertable_id = h.id
+      WHERE h.compression_state <> 2
+      ORDER BY ch.id;
+    END IF;
   END IF;
 END $$;
 
