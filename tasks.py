@@ -157,14 +157,16 @@ def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> None:
     "variant": f"one starting state for every site: {', '.join(VARIANTS)}",
     "variants": "comma-separated states, one per site in order (the rest get 'migrated')",
     "name": f"the lab's name, so several labs can exist at once; default {DEFAULT_NAME!r}",
+    "ingest-rate": "flow rows a second each site's backend writes; default light (3), so 8-site labs fit on 2 cores",
 })
-def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME):
+def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME, ingest_rate=""):
     """Bring up N stand-in NetMon servers (clears what an earlier run of this lab left)."""
     if variant and variants:
         raise Exit("lab.up: give --variant or --variants, not both", code=2)
     chosen = [v.strip() for v in (variants or variant).split(",") if v.strip()] or None
     try:
-        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen)
+        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen,
+                     ingest_rate=float(ingest_rate) if str(ingest_rate).strip() else None)
     except LabError as exc:
         raise Exit(f"lab.up: {exc}", code=1) from None
 

@@ -1,6 +1,7 @@
 -- TimescaleDB 2.17.2 stand-in for the NetMon lab (tests/lab/README.md), in SQL and PL/pgSQL only.
+-- Held against TimescaleDB 2.17.2's own regression outputs by tests/lab/test_timescaledb_conformance.py.
 --
--- It reproduces what decides whether a rollback from TimescaleDB works (DESIGN.md §1):
+-- It reproduces what decides whether a rollback from TimescaleDB works (DESIGN.md §1, §6):
 --   * CREATE EXTENSION refuses unless timescaledb is in shared_preload_libraries.
 --   * The library check. Every function standing for one of TimescaleDB's C functions first calls
 --     _timescaledb_functions.stand_in_library_check(). Where the server has no timescaledb.control
@@ -12,30 +13,60 @@
 --     timescaledb_experimental; catalog tables marked with pg_extension_config_dump as the real
 --     ones are (bgw_job only WHERE id >= 1000; bgw_job_stat not at all), so pg_dump carries them.
 --   * Event triggers timescaledb_ddl_command_end (same WHEN TAG list) and timescaledb_ddl_sql_drop:
---     DDL fails on the plain image until they are disabled; on the TimescaleDB image the sql_drop
---     one forgets dropped hypertables, chunks and continuous aggregates.
+--     DDL fails on the plain image until they are disabled. On the TimescaleDB image they forget
+--     dropped hypertables, chunks and continuous aggregates, refuse DROP VIEW of a continuous
+--     aggregate (0A000), follow a hypertable's ALTER TABLE ... RENAME / SET SCHEMA in the catalog,
+--     and send a hypertable's new constraints and indexes to its chunks.
+--   * TimescaleDB's utility hook acts before PostgreSQL sees a statement, which no event trigger
+--     can; a third, lab-only trigger (timescaledb_stand_in_ddl_start, ddl_command_start, silent on
+--     the plain image) does its part for DROP MATERIALIZED VIEW of a continuous aggregate (dropped,
+--     where PostgreSQL alone says 42809 "is not a materialized view"), DROP TABLE of a hypertable
+--     (its chunks dropped first, so no CASCADE is needed; not with other objects) and ALTER TABLE
+--     (on a chunk only what TimescaleDB allows, else "operation not supported on chunk tables";
+--     INHERIT/NO INHERIT on a hypertable: "hypertables do not support inheritance"). It reads the
+--     objects from the query text (current_query()).
 --   * create_hypertable(): chunks _timescaledb_internal._hyper_<id>_<n>_chunk that INHERIT the root
---     (CHECK on their time range), rows moved with migrate_data, the ts_insert_blocker trigger that
---     routes new rows into chunks (and fails on the plain image, like the real insert blocker).
---   * add_compression_policy / add_retention_policy (+ remove_*) recording jobs, time_bucket,
---     timescaledb_information views, and DROP EXTENSION ... CASCADE dropping the chunks and leaving
---     empty, plain root tables.
+--     (CHECK on their time range) and carry its primary key, unique and foreign key constraints
+--     (<chunk id>_<n>_<name>) and indexes (<chunk>_<index>); rows moved with migrate_data; the
+--     ts_insert_blocker trigger that routes new rows into chunks (and fails on the plain image,
+--     like the real insert blocker), honouring the INSERT's ON CONFLICT clause on the chunk.
+--   * A continuous aggregate is a view (relkind v) over a materialization hypertable, with
+--     _partial_view_<id> and _direct_view_<id>; refresh_continuous_aggregate fills it.
+--   * Compression: compress_chunk / decompress_chunk and the compression policy move a chunk's rows
+--     into _timescaledb_internal.compress_hyper_<c>_<n>_chunk; SELECT FROM ONLY the chunk is then
+--     empty while the hypertable (and the chunk without ONLY) still returns every row.
+--   * Jobs: add_compression_policy / add_retention_policy (schedule_interval, initial_start,
+--     fixed_schedule false unless initial_start), remove_*, alter_job, run_job, the policies'
+--     procedures, drop_chunks, and stand_in_run_due_jobs() for the lab's scheduler (the backend
+--     stand-in calls it every second; a job then runs every few seconds unless paused).
+--   * time_bucket, the timescaledb_information views, and DROP EXTENSION ... CASCADE dropping the
+--     chunks and leaving empty, plain root tables; errors for a non-hypertable as TimescaleDB's
+--     (TS001 for add_*, 42704 for remove_*).
 --   * Lab-only helpers, called where a real migration runs SQL this server cannot parse:
 --       _timescaledb_functions.stand_in_enable_compression(relation, segmentby)
 --           for ALTER TABLE x SET (timescaledb.compress, timescaledb.compress_segmentby = '...');
 --       _timescaledb_functions.stand_in_create_cagg(view_name, query)
---           for CREATE MATERIALIZED VIEW x WITH (timescaledb.continuous) AS query.
+--           for CREATE MATERIALIZED VIEW x WITH (timescaledb.continuous) AS query WITH NO DATA.
 --
--- Not stood in, or different:
---   * compression of chunk rows: compressed rows, which the plain image cannot read, never exist here;
---   * background jobs: policies are recorded, never run;
---   * space partitioning, integer time, time columns other than timestamptz, chunk indexes;
+-- Known lab differences (still different from TimescaleDB 2.17.2):
+--   * compressed rows stay plain rows in a table that inherits the chunk: on the plain image a
+--     hypertable read still returns them (for real it silently skips them, the compressed chunk
+--     being readable only through the library) and reading them does not fail with 58P01 — a
+--     stand-in for that needs a real C library named timescaledb-2.17.2 in the lab's image;
+--     pg_dump writes them as plain rows; a duplicate key is not checked against compressed rows;
+--   * TRUNCATE of a hypertable empties its chunks and keeps them (for real they are dropped), and
+--     TRUNCATE ONLY a hypertable is allowed (no event trigger fires for TRUNCATE);
 --   * the planner: INSERT ... RETURNING on a hypertable returns no rows and reports 0 rows;
---   * DROP TABLE of a hypertable without CASCADE: real TimescaleDB drops the chunks itself; here they
---     block it as any inheritance children would (with CASCADE both drop them);
---   * a continuous aggregate is really a view (relkind v) over a materialization hypertable: on the
---     plain image it takes DROP VIEW, where this materialized view takes DROP MATERIALIZED VIEW;
---     here it is refreshed only by REFRESH MATERIALIZED VIEW;
+--     ON CONFLICT ON CONSTRAINT is not translated to the chunk's constraint;
+--   * the hooks read the objects of DROP/ALTER from the query text: a DROP MATERIALIZED VIEW, DROP
+--     TABLE or ALTER TABLE built dynamically (EXECUTE format(...)) is not seen, and every such
+--     statement in a multi-statement query string is handled at the first one;
+--   * renaming a continuous aggregate, or a hypertable's time column, is not followed in the catalog;
+--   * jobs run only while a backend stand-in runs (for real: whenever the server runs the
+--     TimescaleDB image), every few seconds whatever their schedule; job_stats' history is not kept;
+--   * refresh_continuous_aggregate recomputes the whole window (same result); inside a
+--     transaction block it fails with 2D000 "invalid transaction termination" (for real 25001);
+--   * space partitioning, integer time, time columns other than timestamptz;
 --   * "must be preloaded" is FATAL for real (the session ends); here an ERROR;
 --   * time_bucket is parallel unsafe here (the library check remembers its result in a setting).
 
