@@ -229,6 +229,14 @@ def test_third_hypertable_variant_holds_interface_metrics_in_chunks(lab):
     assert sql(lab, site, "SELECT count(*) FROM interface_metrics m JOIN interfaces i ON i.id = m.interface_id") == "4000"
 
 
+def test_backend_records_the_flow_ids_it_committed_on_the_site(lab):
+    site = site_of("migrated")
+    recorded = [int(i) for i in ssh(lab, site, "cat /root/netmon-lab/committed_flow_ids").stdout.split()]
+    assert recorded and len(recorded) == len(set(recorded))
+    ids = ",".join(map(str, recorded))
+    assert sql(lab, site, f"SELECT count(*) FROM flow_records WHERE id IN ({ids})") == str(len(recorded))  # noqa: S608
+
+
 def test_crashloop_variant_restarts_the_backend(lab):
     site = site_of("backend-crashloop")
     out = ssh(lab, site, "cd /root/netmon && docker compose ps -a --format json backend").stdout
