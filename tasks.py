@@ -165,8 +165,11 @@ def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME, ing
         raise Exit("lab.up: give --variant or --variants, not both", code=2)
     chosen = [v.strip() for v in (variants or variant).split(",") if v.strip()] or None
     try:
-        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen,
-                     ingest_rate=float(ingest_rate) if str(ingest_rate).strip() else None)
+        rate = float(ingest_rate) if str(ingest_rate).strip() else None
+    except ValueError:
+        raise Exit(f"lab.up: --ingest-rate wants rows a second, not {ingest_rate!r}", code=2) from None
+    try:
+        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, ingest_rate=rate)
     except LabError as exc:
         raise Exit(f"lab.up: {exc}", code=1) from None
 
