@@ -675,6 +675,9 @@ BEGIN
           RAISE EXCEPTION 'dropping compressed hypertables not supported' USING ERRCODE = 'feature_not_supported',
             HINT = 'Please drop the corresponding uncompressed hypertable instead.';
         END IF;
+        -- The hypertable first, then its chunks: the order of every reader and writer (and PostgreSQL's
+        -- own drop), so a concurrent insert or read waits instead of deadlocking.
+        EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', ht.schema_name, ht.table_name);
         PERFORM _timescaledb_functions.stand_in_internal(true);
         FOR ch IN SELECT c.schema_name, c.table_name, z.schema_name AS z_schema, z.table_name AS z_table
                   FROM _timescaledb_catalog.chunk c LEFT JOIN _timescaledb_catalog.chunk z ON z.id = c.compressed_chunk_id
@@ -1346,6 +1349,12 @@ BEGIN
   SELECT format('%I.%I', h.schema_name, h.table_name), d.column_name INTO mat, bucket_column
   FROM _timescaledb_catalog.hypertable h JOIN _timescaledb_catalog.dimension d ON d.hypertable_id = h.id
   WHERE h.id = ca.mat_hypertable_id;
+  -- Locks in the order the stand-in's drops take them (raw hypertable, views, materialization), so a
+  -- refresh and a drop wait for each other instead of deadlocking.
+  EXECUTE (SELECT format('LOCK TABLE %I.%I IN ACCESS SHARE MODE', h.schema_name, h.table_name)
+           FROM _timescaledb_catalog.hypertable h WHERE h.id = ca.raw_hypertable_id);
+  EXECUTE format('SELECT FROM %I.%I LIMIT 0', ca.direct_view_schema, ca.direct_view_name);
+  EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', mat);
   EXECUTE format('DELETE FROM %s WHERE %I >= $1 AND %I < $2', mat, bucket_column, bucket_column)
     USING coalesce(window_start, '-infinity'), coalesce(window_end, 'infinity');
   EXECUTE format('INSERT INTO %s SELECT * FROM %I.%I WHERE %I >= $1 AND %I < $2', mat, ca.direct_view_schema,
