@@ -253,8 +253,9 @@ def _lab():
     "name": f"the lab's name, so several labs can exist at once; default {LAB_NAME!r}",
     "latency": "one-way delay in ms on every site's SSH (a relay on 127.0.0.1 per site; default: none)",
     "jitter": "± ms of random variation on --latency (bytes are never reordered); default 0",
+    "ingest-rate": "flow rows a second each site's backend writes; default light (3), so 8-site labs fit on 2 cores",
 })
-def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency="", jitter=""):
+def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency="", jitter="", ingest_rate=""):
     """Bring up N stand-in NetMon servers (clears what an earlier run of this lab left)."""
     if variant and variants:
         raise Exit("lab.up: give --variant or --variants, not both", code=2)
@@ -263,9 +264,14 @@ def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency
         latency_ms, jitter_ms = (float(latency) if latency != "" else None), float(jitter or 0)
     except ValueError:
         raise Exit(f"lab.up: --latency {latency!r} / --jitter {jitter!r}: give milliseconds as numbers", code=2) from None
+    try:
+        rate = float(ingest_rate) if str(ingest_rate).strip() else None
+    except ValueError:
+        raise Exit(f"lab.up: --ingest-rate wants rows a second, not {ingest_rate!r}", code=2) from None
     lab = _lab()
     try:
-        lab.Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, latency_ms=latency_ms, jitter_ms=jitter_ms)
+        lab.Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, latency_ms=latency_ms, jitter_ms=jitter_ms,
+                         ingest_rate=rate)
     except lab.LabError as exc:
         raise Exit(f"lab.up: {exc}", code=1) from None
 

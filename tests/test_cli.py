@@ -117,7 +117,7 @@ def test_command_timeout_flag_bounds_every_remote_command(tmp_path, monkeypatch)
     """fab -T 7 → the site's command timeout, which the runner hands to every c.run."""
     monkeypatch.setenv("NETMON_INVENTORY", str(tmp_path / "none.yml"))
     (tmp_path / "none.yml").write_text("sites: {}\n")
-    c = FakeContext()
+    c = FakeContext([("^true$", "", 0)])
     c.config = Config(overrides={"timeouts": {"command": 7}})
     c.original_host = "server1"
     c.client = None

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 APP = Path("/root/netmon")
+LAB_DIR = Path("/root/netmon-lab")  # the lab's own files on the site (see standin/backend.py)
 LAB = Path(os.environ.get("NETMON_LAB", "/nonexistent"))
 TEMPLATES = LAB / "standin" / "app"
 # The runbook's five files: all that standin/app/post holds (the rest of the install is as in pre).
@@ -86,6 +87,12 @@ def write_env(db_password: str, admin_password: str) -> None:
     env = APP / ".env"
     env.write_text(f"POSTGRES_PASSWORD={db_password}\nADMIN_PASSWORD={admin_password}\n")
     env.chmod(0o600)
+
+
+def set_ingest_rate(rows_per_s: float) -> None:
+    """The backend stand-in reads its rate from this file every second (a test may rewrite it)."""
+    LAB_DIR.mkdir(exist_ok=True)
+    (LAB_DIR / "ingest_rate").write_text(f"{rows_per_s}\n")
 
 
 def stamp(ago: timedelta) -> str:
@@ -206,6 +213,8 @@ SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
   SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, src_ip, dst_ip, protocol,
          sum(bytes)::bigint AS bytes, sum(packets)::bigint AS packets, count(*) AS flow_count
   FROM flow_records GROUP BY 1, 2, 3, 4, 5 $q$);
+-- CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) without WITH NO DATA fills it at once
+CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL);
 """)
     run("docker", "compose", "up", "-d", "--build")
     add_flows(post_flows, "30 minutes")
@@ -240,9 +249,12 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=10_000)
     ap.add_argument("--db-password-file", required=True)
     ap.add_argument("--admin-password-file", required=True)
+    ap.add_argument("--ingest-rate", type=float, help="flow rows a second the backend writes (default: its own)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     write_env(Path(args.db_password_file).read_text().strip(), Path(args.admin_password_file).read_text().strip())
+    if args.ingest_rate is not None:
+        set_ingest_rate(args.ingest_rate)
     variant = args.variant
     backups = {"no-backup": 0, "two-backups": 2, "corrupt-backup": 2}.get(variant, 1)
     install_plain(args.flows, backups)

@@ -184,9 +184,10 @@ class Lab:
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print,
-           latency_ms: float | None = None, jitter_ms: float = 0.0) -> None:
+           latency_ms: float | None = None, jitter_ms: float = 0.0, ingest_rate: float | None = None) -> None:
         """``latency_ms`` (None: none): every site's SSH is reached through a relay on 127.0.0.1 that
-        delays each byte that long (± ``jitter_ms``) each way (relay.py)."""
+        delays each byte that long (± ``jitter_ms``) each way (relay.py). ``ingest_rate``: flow rows a
+        second each backend writes (None: the backend stand-in's light default)."""
         variants = plan_variants(sites, variants)
         if latency_ms is None and jitter_ms:
             raise LabError("--jitter needs --latency")
@@ -213,7 +214,8 @@ class Lab:
             self._make_host(site)
         log(f"lab {self.name}: {sites} site(s) have hosts and sshd ({time.monotonic() - started:.1f}s); building NetMon installs")
         with ThreadPoolExecutor(BUILD_WORKERS) as pool:
-            futures = {pool.submit(self._build, site, variants[site.index - 1], flows): site for site in all_sites}
+            futures = {pool.submit(self._build, site, variants[site.index - 1], flows, ingest_rate): site
+                       for site in all_sites}
             for fut, site in futures.items():
                 fut.result()
                 log(f"  {site.name}: {variants[site.index - 1]} ready ({time.monotonic() - started:.1f}s)")
@@ -287,12 +289,13 @@ class Lab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         sh(*site.enter("/usr/sbin/sshd", "-f", str(d / "ssh/sshd_config"), "-E", str(d / "ssh/sshd.log")))
 
-    def _build(self, site: Site, variant: str, flows: int) -> None:
+    def _build(self, site: Site, variant: str, flows: int, ingest_rate: float | None = None) -> None:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
                "LANG": "C.UTF-8", "NETMON_LAB": str(self.root)}
         argv = site.enter("/usr/bin/python3", str(self.root / "build.py"), "--variant", variant, "--flows", str(flows),
                           "--db-password-file", str(site.dir / "db_password"),
-                          "--admin-password-file", str(self.root / "admin_password"))
+                          "--admin-password-file", str(self.root / "admin_password"),
+                          *(["--ingest-rate", str(ingest_rate)] if ingest_rate is not None else []))
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
         (site.dir / "build.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:

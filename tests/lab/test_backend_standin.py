@@ -30,7 +30,8 @@ ADMIN_PASSWORD = secrets.token_urlsafe(12)
 class Backend:
     """backend.py as the lab's container runs it: cwd = a copy of the backend image, log in a file."""
 
-    def __init__(self, workdir: Path, name: str, stage: str, cluster: Cluster, edit=None):
+    def __init__(self, workdir: Path, name: str, stage: str, cluster: Cluster, edit=None, db: str = "netmon",
+                 ingest_rate: float | None = None):
         install = workdir / name  # /root/netmon as build.py lays it; the image is its backend/
         lay_files("pre", templates=STANDIN / "app", app=install)
         if stage == "post":
@@ -40,8 +41,13 @@ class Backend:
             edit(self.image / "app" / "main.py")
         self.port = free_port()
         self.log = workdir / f"{name}.log"
-        env = {"PATH": os.environ["PATH"], "DATABASE_URL": cluster.url, "ADMIN_PASSWORD": ADMIN_PASSWORD,
-               "NETMON_BACKEND_HOST": "127.0.0.1", "NETMON_BACKEND_PORT": str(self.port)}
+        self.lab_dir = workdir / f"{name}-lab"  # the site's /root/netmon-lab
+        if ingest_rate is not None:
+            self.lab_dir.mkdir()
+            (self.lab_dir / "ingest_rate").write_text(f"{ingest_rate}\n")
+        env = {"PATH": os.environ["PATH"], "DATABASE_URL": cluster.url.rsplit("/", 1)[0] + "/" + db,
+               "ADMIN_PASSWORD": ADMIN_PASSWORD, "NETMON_BACKEND_HOST": "127.0.0.1",
+               "NETMON_BACKEND_PORT": str(self.port), "NETMON_LAB_DIR": str(self.lab_dir)}
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(["/usr/bin/python3", STANDIN / "backend.py"], cwd=self.image, env=env,
                                          stdout=out, stderr=subprocess.STDOUT)
@@ -75,6 +81,12 @@ class Backend:
         status, body = self.request("/api/auth/login", {"username": "admin", "password": ADMIN_PASSWORD})
         assert status == 200 and body["token_type"] == "bearer"  # noqa: S105 (not a secret)
         return body["access_token"]
+
+    def committed_ids(self) -> list[int]:
+        try:
+            return [int(line) for line in (self.lab_dir / "committed_flow_ids").read_text().splitlines()]
+        except FileNotFoundError:
+            return []
 
     def terminate(self) -> int:
         if self.proc.poll() is None:
@@ -230,3 +242,53 @@ def test_a_main_py_without_run_migrations_crashes_it(workdir, plain):
     finally:
         backend.terminate()
     assert "ERROR cannot load the app: " in backend.log.read_text() and "no run_migrations()" in backend.log.read_text()
+
+
+def test_records_every_committed_flow_id_at_the_rate_chosen(workdir, timescale):
+    """Ingestion at a test's rate through the hypertable; the record holds exactly the committed rows."""
+    timescale.psql("CREATE DATABASE recorded", db="postgres")
+    backend = Backend(workdir, "recorded", "post", timescale, db="recorded", ingest_rate=300)
+    try:
+        backend.wait_healthy()
+        wait_for(lambda: len(backend.committed_ids()) >= 600, 30, "600 recorded flow ids")
+    finally:
+        assert backend.terminate() == 0
+    recorded = backend.committed_ids()
+    table = [int(i) for i in timescale.value("SELECT string_agg(id::text, ' ') FROM flow_records", db="recorded").split()]
+    assert len(recorded) == len(set(recorded))
+    assert sorted(recorded) == sorted(table)
+    assert timescale.value("SELECT count(*) FROM ONLY flow_records", db="recorded") == "0"
+
+
+def test_runs_timescaledb_jobs_and_a_paused_one_stays_paused(workdir, timescale):
+    """The lab's stand-in for TimescaleDB's scheduler: the compression policy runs within seconds."""
+    timescale.psql("CREATE DATABASE scheduled", db="postgres")
+    backend = Backend(workdir, "scheduled", "post", timescale, db="scheduled", ingest_rate=1)
+    q = timescale.value
+
+    def runs(proc: str) -> int:
+        return int(q("SELECT coalesce(sum(s.total_runs), 0) FROM timescaledb_information.job_stats s JOIN "
+                     f"timescaledb_information.jobs j USING (job_id) WHERE j.proc_name = '{proc}'", db="scheduled"))
+
+    def compressed(age: str) -> str:
+        return q("SELECT is_compressed FROM timescaledb_information.chunks WHERE range_start <= now() - "
+                 f"interval '{age}' AND range_end > now() - interval '{age}'", db="scheduled")
+
+    try:
+        backend.wait_healthy()
+        timescale.psql("INSERT INTO flow_records (\"timestamp\", bytes) VALUES (now() - interval '10 days', 1)",
+                       db="scheduled")
+        wait_for(lambda: compressed("10 days") == "t", 30, "the compression policy to compress a 10-day-old chunk")
+        assert q("SELECT count(*) FROM flow_records WHERE bytes = 1", db="scheduled") == "1"
+
+        timescale.psql("SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
+                       "WHERE proc_name = 'policy_compression'", db="scheduled")
+        paused_runs, retention_runs = runs("policy_compression"), runs("policy_retention")
+        timescale.psql("INSERT INTO flow_records (\"timestamp\", bytes) VALUES (now() - interval '12 days', 2)",
+                       db="scheduled")
+        wait_for(lambda: runs("policy_retention") >= retention_runs + 2, 30, "two more runs of the retention policy")
+        assert runs("policy_compression") == paused_runs
+        assert compressed("12 days") == "f"
+    finally:
+        assert backend.terminate() == 0
+    assert "timescaledb jobs: " in backend.log.read_text()

@@ -200,7 +200,8 @@ def test_variant_states_read_back(lab):
     assert "shared_preload_libraries = 'timescaledb'" in auto
     assert sql(lab, s("preload-alter-system"),
                "SELECT sourcefile FROM pg_settings WHERE name='shared_preload_libraries'").endswith("postgresql.auto.conf")
-    assert sql(lab, s("summary-cagg"), "SELECT relkind FROM pg_class WHERE relname='flow_summary_5m'") == "m"
+    assert sql(lab, s("summary-cagg"), "SELECT relkind FROM pg_class WHERE relname='flow_summary_5m'") == "v"
+    assert int(sql(lab, s("summary-cagg"), "SELECT sum(flow_count) FROM flow_summary_5m")) >= 3000
     assert sql(lab, s("summary-cagg"), "SELECT view_name FROM timescaledb_information.continuous_aggregates") \
         == "flow_summary_5m"
     assert "docker-compose.yml" in ssh(lab, s("uncommitted"), "cd /root/netmon && git status --porcelain").stdout
@@ -240,6 +241,14 @@ def test_third_hypertable_variant_holds_interface_metrics_in_chunks(lab):
     assert sql(lab, site, "SELECT string_agg(proc_name, ',' ORDER BY proc_name) FROM timescaledb_information.jobs "
                           "WHERE hypertable_name = 'interface_metrics'") == "policy_compression,policy_retention"
     assert sql(lab, site, "SELECT count(*) FROM interface_metrics m JOIN interfaces i ON i.id = m.interface_id") == "4000"
+
+
+def test_backend_records_the_flow_ids_it_committed_on_the_site(lab):
+    site = site_of("migrated")
+    recorded = [int(i) for i in ssh(lab, site, "cat /root/netmon-lab/committed_flow_ids").stdout.split()]
+    assert recorded and len(recorded) == len(set(recorded))
+    ids = ",".join(map(str, recorded))
+    assert sql(lab, site, f"SELECT count(*) FROM flow_records WHERE id IN ({ids})") == str(len(recorded))  # noqa: S608
 
 
 def test_crashloop_variant_restarts_the_backend(lab):

@@ -143,20 +143,58 @@ def test_policies_jobs_and_time_bucket(server):
     assert q("SELECT count(*) FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL", db="policies") == "0"
 
 
-def test_continuous_aggregate_is_a_materialized_view(server):
+CAGG_QUERY = """SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
+  SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, sum(bytes)::bigint AS bytes, count(*) AS flow_count
+  FROM flow_records GROUP BY 1, 2 $q$)"""
+
+
+def test_continuous_aggregate_is_a_view_over_a_materialization_hypertable(server):
     migrated_database(server, "cagg")
-    server.psql("""SELECT _timescaledb_functions.stand_in_create_cagg('flow_summary_5m', $q$
-      SELECT time_bucket('5 minutes', "timestamp") AS bucket, device_id, sum(bytes)::bigint AS bytes, count(*) AS flow_count
-      FROM flow_records GROUP BY 1, 2 $q$)""", db="cagg")
-    assert server.value("SELECT relkind FROM pg_class WHERE relname = 'flow_summary_5m'", db="cagg") == "m"
-    assert server.value("SELECT view_name || ':' || hypertable_name FROM timescaledb_information.continuous_aggregates",
-                        db="cagg") == "flow_summary_5m:flow_records"
-    assert server.value("SELECT sum(flow_count) FROM flow_summary_5m", db="cagg") == "500"
+    q = server.value
+    server.psql(CAGG_QUERY, db="cagg")
+    assert q("SELECT relkind FROM pg_class WHERE relname = 'flow_summary_5m'", db="cagg") == "v"
+    assert q("SELECT view_name || ':' || hypertable_name || ':' || materialization_hypertable_name "
+             "FROM timescaledb_information.continuous_aggregates", db="cagg") == \
+        "flow_summary_5m:flow_records:_materialized_hypertable_2"
+    assert q("SELECT count(*) FROM flow_summary_5m", db="cagg") == "0"  # WITH NO DATA until refreshed
+    server.psql("CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL)", db="cagg")
+    assert q("SELECT sum(flow_count) FROM flow_summary_5m", db="cagg") == "500"
+    assert q("SELECT count(*) FROM ONLY _timescaledb_internal._materialized_hypertable_2", db="cagg") == "0"
+    in_block = server.psql("BEGIN; CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL); COMMIT",
+                           db="cagg", check=False)
+    assert in_block.returncode != 0
+
     refused = server.psql("DROP TABLE flow_summary_5m", db="cagg", check=False)
-    assert '"flow_summary_5m" is not a table' in refused.stderr
-    server.psql("DROP MATERIALIZED VIEW flow_summary_5m", db="cagg")
-    assert server.value("SELECT count(*) FROM _timescaledb_catalog.continuous_agg", db="cagg") == "0"
-    assert server.value("SELECT count(*) FROM pg_class WHERE relname LIKE '_materialized_hypertable_%'", db="cagg") == "0"
+    assert '42809: "flow_summary_5m" is not a table' in refused.stderr
+    as_view = server.psql("DROP VIEW flow_summary_5m", db="cagg", check=False)
+    assert "ERROR:  0A000: cannot drop continuous aggregate using DROP VIEW" in as_view.stderr
+    assert "HINT:  Use DROP MATERIALIZED VIEW to drop a continuous aggregate." in as_view.stderr
+    dropped = server.psql("DROP MATERIALIZED VIEW flow_summary_5m", db="cagg")
+    assert "drop cascades to table _timescaledb_internal._hyper_2_" in dropped.stderr
+    assert q("SELECT count(*) FROM _timescaledb_catalog.continuous_agg", db="cagg") == "0"
+    assert q("SELECT count(*) FROM pg_class WHERE relname ~ '^(_materialized_hypertable|_partial_view|_direct_view)_2$' "
+             "OR relname = 'flow_summary_5m'", db="cagg") == "0"
+    assert q("SELECT string_agg(table_name, ',') FROM _timescaledb_catalog.hypertable", db="cagg") == "flow_records"
+
+
+def test_continuous_aggregate_on_the_plain_image_takes_drop_view(server):
+    """On the plain image the cagg is what PostgreSQL sees: a view (DROP MATERIALIZED VIEW is 42809)."""
+    migrated_database(server, "caggplain")
+    server.psql(CAGG_QUERY, db="caggplain")
+    server.stop()
+    try:
+        server.start(HOST_BIN, "shared_preload_libraries=")
+        as_matview = server.psql("DROP MATERIALIZED VIEW IF EXISTS flow_summary_5m CASCADE", db="caggplain", check=False)
+        assert 'ERROR:  42809: "flow_summary_5m" is not a materialized view' in as_matview.stderr
+        assert "HINT:  Use DROP VIEW to remove a view." in as_matview.stderr
+        as_view = server.psql("DROP VIEW flow_summary_5m", db="caggplain", check=False)
+        assert f"58P01: {LIBRARY_MISSING}" in as_view.stderr  # the extension's sql_drop trigger
+        server.psql("ALTER EVENT TRIGGER timescaledb_ddl_command_end DISABLE; "
+                    "ALTER EVENT TRIGGER timescaledb_ddl_sql_drop DISABLE; DROP VIEW flow_summary_5m", db="caggplain")
+        assert server.value("SELECT count(*) FROM pg_class WHERE relname = 'flow_summary_5m'", db="caggplain") == "0"
+    finally:
+        server.stop()
+        server.start()
 
 
 def test_pg_dump_carries_the_catalog_and_the_chunks(server):
@@ -224,3 +262,75 @@ def test_plain_image_refuses_the_preload_and_the_extensions_ddl(server):
     finally:
         server.stop()
         server.start()
+
+
+def oldest_chunk(server: Cluster, db: str) -> str:
+    return server.value("SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks "
+                        "WHERE hypertable_name = 'flow_records' ORDER BY range_start LIMIT 1", db=db)
+
+
+def test_compressed_chunk_rows_are_read_only_through_the_hypertable(server):
+    migrated_database(server, "compressed")
+    q = server.value
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id')", db="compressed")
+    chunk = oldest_chunk(server, "compressed")
+    in_chunk = q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed")
+    assert int(in_chunk) > 0
+    assert q(f"SELECT compress_chunk('{chunk}')", db="compressed") == chunk
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == "0"
+    assert q(f"SELECT count(*) FROM {chunk}", db="compressed") == in_chunk  # TimescaleDB decompresses a chunk read too
+    assert q("SELECT count(*) FROM flow_records", db="compressed") == "500"
+    assert q("SELECT string_agg(chunk_name, ',') FROM timescaledb_information.chunks WHERE is_compressed",
+             db="compressed") == chunk.split(".")[1]
+    assert q(f"SELECT z.table_name FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk z "
+             f"ON z.id = c.compressed_chunk_id WHERE format('%I.%I', c.schema_name, c.table_name) = '{chunk}'",
+             db="compressed").startswith("compress_hyper_2_")
+    again = server.psql(f"SELECT compress_chunk('{chunk}')", db="compressed")
+    assert "already compressed" in again.stderr
+    refused = server.psql(f"SELECT compress_chunk('{chunk}', if_not_compressed => false)", db="compressed", check=False)
+    assert "is already compressed" in refused.stderr
+
+    # A row written into a compressed chunk's range stays uncompressed (status 9) until compressed again.
+    server.psql(f"INSERT INTO flow_records (\"timestamp\", bytes) SELECT min(\"timestamp\"), -1 FROM {chunk}", db="compressed")
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == "1"
+    assert q(f"SELECT status FROM _timescaledb_catalog.chunk WHERE format('%I.%I', schema_name, table_name) = '{chunk}'",
+             db="compressed") == "9"
+    server.psql(f"SELECT compress_chunk('{chunk}')", db="compressed")
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == "0"
+
+    assert q(f"SELECT decompress_chunk('{chunk}')", db="compressed") == chunk
+    assert q(f"SELECT count(*) FROM ONLY {chunk}", db="compressed") == str(int(in_chunk) + 1)
+    assert q("SELECT count(*) FROM _timescaledb_catalog.chunk WHERE hypertable_id = 2", db="compressed") == "0"
+    assert q("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'compress\\_hyper\\_%'", db="compressed") == "0"
+
+
+def test_due_jobs_run_and_a_paused_job_does_not(server):
+    """The lab's scheduler entry point: policies compress and drop old chunks; alter_job pauses one."""
+    migrated_database(server, "jobs")
+    q = server.value
+    server.psql("SELECT _timescaledb_functions.stand_in_enable_compression('flow_records', 'device_id')", db="jobs")
+    compress = q("SELECT add_compression_policy('flow_records', interval '2 days')", db="jobs")
+    retain = q("SELECT add_retention_policy('flow_records', interval '4 days', schedule_interval => interval '1 hour')",
+               db="jobs")
+    assert q(f"SELECT schedule_interval || ' ' || fixed_schedule FROM timescaledb_information.jobs WHERE job_id = {retain}",
+             db="jobs") == "01:00:00 false"
+    server.psql(f"SELECT alter_job({retain}, scheduled => false)", db="jobs")
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('0 seconds')", db="jobs") == "1"
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('0 seconds')", db="jobs") == "1"
+    stats = q("SELECT string_agg(job_id || ':' || job_status || ':' || total_runs, ',' ORDER BY job_id) "
+              "FROM timescaledb_information.job_stats", db="jobs")
+    assert stats == f"{compress}:Scheduled:2,{retain}:Paused:0"
+    compressed = q("SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed", db="jobs")
+    assert int(compressed) >= 2
+    assert q("SELECT count(*) FROM timescaledb_information.chunks "
+             "WHERE NOT is_compressed AND range_end <= now() - interval '2 days'", db="jobs") == "0"
+    assert q("SELECT count(*) FROM flow_records", db="jobs") == "500"
+    chunks = int(q("SELECT count(*) FROM timescaledb_information.chunks", db="jobs"))
+
+    server.psql(f"SELECT alter_job({retain}, scheduled => true)", db="jobs")
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('0 seconds')", db="jobs") == "2"
+    assert q("SELECT count(*) FROM timescaledb_information.chunks WHERE range_end <= now() - interval '4 days'",
+             db="jobs") == "0"
+    assert int(q("SELECT count(*) FROM timescaledb_information.chunks", db="jobs")) < chunks
+    assert int(q("SELECT count(*) FROM flow_records", db="jobs")) < 500
+    assert q("SELECT _timescaledb_functions.stand_in_run_due_jobs('1 hour')", db="jobs") == "0"  # not due again yet

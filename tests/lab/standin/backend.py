@@ -4,15 +4,23 @@
 Run with the working directory set to the backend image (a copy of /root/netmon/backend, so
 app/main.py and app/services/flow_rollup.py are the install's own) and DATABASE_URL and
 ADMIN_PASSWORD in the environment. Like the real backend it runs its migrations at start, then
-serves :8000 (GET /api/health, POST /api/auth/login, GET /api/flows/stats), ingests a few flows a
-second and rolls them up into flow_summary_5m. What it runs follows the image's files, so a site
+serves :8000 (GET /api/health, POST /api/auth/login, GET /api/flows/stats), ingests flows and rolls
+them up into flow_summary_5m, and stands in for TimescaleDB's job scheduler. What it runs follows the image's files, so a site
 whose files were only half reverted fails the way the real one would:
 
 - app/main.py: its run_migrations() is what runs, statement for statement: the SQL lists it loops
   over (SCHEMA, COLUMN_MIGRATIONS, and after the migration TIMESCALEDB_MIGRATION), read with `ast`;
   TimescaleDB's ALTER TABLE ... SET (timescaledb.compress ...) becomes the stand-in's function;
 - app/services/flow_rollup.py containing `time_bucket`: the rollup uses it (and refreshes
-  flow_summary_5m instead when it is a continuous aggregate).
+  flow_summary_5m with refresh_continuous_aggregate instead when it is a continuous aggregate).
+
+The lab's own files live in NETMON_LAB_DIR (default /root/netmon-lab, on the site):
+- `ingest_rate`: flow rows a second to ingest (read every tick; default 3);
+- `committed_flow_ids`: append-only, one line per flow id whose INSERT committed.
+
+TimescaleDB runs its policies' jobs in the database server; the lab's server cannot, so while this
+process runs it calls the stand-in's _timescaledb_functions.stand_in_run_due_jobs() every second
+(jobs then run every few seconds; `alter_job(id, scheduled => false)` pauses one).
 
 A main.py that cannot be read, a failed migration or an unreachable database ends the process with
 status 1; SIGTERM with 0. Logs go to standard output as `2026-11-24 10:00:00,123 LEVEL message`.
@@ -42,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 try:
     import psycopg2
+    import psycopg2.extras
 except ImportError:  # migration_statements stays importable where psycopg2 is absent (the project's venv)
     psycopg2 = None
 
@@ -65,10 +74,19 @@ ON CONFLICT (bucket, device_id, src_ip, dst_ip, protocol) DO UPDATE
 PLAIN_BUCKET = "date_bin('5 minutes', {ts}, TIMESTAMPTZ '2000-01-01')"
 TIMESCALEDB_BUCKET = "time_bucket('5 minutes', {ts})"
 
+# Ids are drawn first so that they are known without RETURNING (a hypertable's insert returns no
+# rows in the lab); one statement, so the rows commit together and then are recorded.
+FLOW_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('flow_records', 'id')) FROM generate_series(1, %s)"
 INGEST_SQL = """
-INSERT INTO flow_records ("timestamp", device_id, src_ip, dst_ip, src_port, dst_port, protocol, bytes, packets)
-VALUES (now(), %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO flow_records (id, "timestamp", device_id, src_ip, dst_ip, src_port, dst_port, protocol, bytes, packets)
+VALUES %s
 """
+INGEST_RETURNING_SQL = """
+INSERT INTO flow_records ("timestamp", device_id, src_ip, dst_ip, src_port, dst_port, protocol, bytes, packets)
+VALUES %s RETURNING id
+"""
+HAS_SCHEDULER_SQL = "SELECT to_regprocedure('_timescaledb_functions.stand_in_run_due_jobs(interval)') IS NOT NULL"
+RUN_JOBS_SQL = "SELECT _timescaledb_functions.stand_in_run_due_jobs(%s::interval)"
 STATS_SQL = """
 SELECT (SELECT json_build_object('count', count(*), 'bytes', coalesce(sum(bytes), 0)::bigint,
                                  'packets', coalesce(sum(packets), 0)::bigint, 'devices', count(DISTINCT device_id))
@@ -80,7 +98,9 @@ SELECT (SELECT json_build_object('count', count(*), 'bytes', coalesce(sum(bytes)
 
 INGEST_EVERY = 1.0  # seconds
 ROLLUP_EVERY = 10.0
-FLOWS_PER_TICK = 3
+JOBS_EVERY = 1.0
+LAB_JOB_INTERVAL = "5 seconds"  # a job runs again this long after its last run, whatever its schedule
+DEFAULT_INGEST_RATE = 3.0  # rows a second: light, so that 8-site labs fit on 2 cores
 DB_WAIT = 30.0  # seconds to wait for the database at start
 SESSION_HOURS = 24
 PBKDF2_ROUNDS = 29000  # passlib's default for pbkdf2_sha256
@@ -97,6 +117,14 @@ class Config:
         self.time_bucket = "time_bucket" in _read(app_dir / "services" / "flow_rollup.py")
         self.host = env.get("NETMON_BACKEND_HOST", "0.0.0.0")  # noqa: S104 (a container's port)
         self.port = int(env.get("NETMON_BACKEND_PORT", "8000"))
+        self.lab_dir = Path(env.get("NETMON_LAB_DIR", "/root/netmon-lab"))
+
+    def ingest_rate(self) -> float:
+        """Rows a second, from the lab's ingest_rate file (a test may change it while this runs)."""
+        try:
+            return max(float((self.lab_dir / "ingest_rate").read_text().strip()), 0.0)
+        except (OSError, ValueError):
+            return DEFAULT_INGEST_RATE
 
 
 def migration_statements(main_py: Path) -> list[str]:
@@ -211,6 +239,7 @@ class Worker(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.cfg, self.stop, self.every, self.step = cfg, stop, every, step
         self.conn = None
+        self.carry = 0.0  # the fraction of a row ingest() owes to the next tick
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
@@ -227,19 +256,56 @@ class Worker(threading.Thread):
 
 
 def ingest(worker: Worker, cur) -> None:
-    """A few flows, as the collector writes them (through the hypertable's trigger when migrated)."""
+    """Flows at the lab's rate, as the collector writes them (through the hypertable's trigger when
+    migrated); the ids of the committed rows are appended to committed_flow_ids."""
+    worker.carry += worker.cfg.ingest_rate() * worker.every
+    count, worker.carry = int(worker.carry), worker.carry % 1
+    if not count:
+        return
     rows = [(random.randint(1, 20), f"192.0.2.{random.randint(1, 250)}", f"198.51.100.{random.randint(1, 250)}",
              random.randint(1024, 65535), random.choice((53, 80, 443, 22, 123)), random.choice((6, 17)),
-             random.randint(64, 150_000), random.randint(1, 120)) for _ in range(FLOWS_PER_TICK)]
-    cur.executemany(INGEST_SQL, rows)
+             random.randint(64, 150_000), random.randint(1, 120)) for _ in range(count)]
+    cur.execute(FLOW_IDS_SQL, (count,))
+    ids = [row[0] for row in cur.fetchall()]
+    if None in ids:  # no serial sequence behind flow_records.id (an identity column, say)
+        ids = [row[0] for row in psycopg2.extras.execute_values(
+            cur, INGEST_RETURNING_SQL, rows, template="(now(), %s, %s, %s, %s, %s, %s, %s, %s)", page_size=count,
+            fetch=True)]
+    else:
+        psycopg2.extras.execute_values(cur, INGEST_SQL, [(i, *r) for i, r in zip(ids, rows, strict=True)],
+                                       template="(%s, now(), %s, %s, %s, %s, %s, %s, %s, %s)", page_size=count)
+    record_committed(worker.cfg, ids)
+
+
+def record_committed(cfg: Config, ids: list[int]) -> None:
+    """Append committed flow ids to the lab's record; a record that cannot be written is logged, not fatal."""
+    try:
+        cfg.lab_dir.mkdir(parents=True, exist_ok=True)
+        with (cfg.lab_dir / "committed_flow_ids").open("a") as out:
+            out.write("".join(f"{i}\n" for i in ids))
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        log.error("cannot record committed flow ids: %s", err)
+
+
+def run_jobs(worker: Worker, cur) -> None:
+    """TimescaleDB's scheduler, where the database has the stand-in (it does nothing on the plain image)."""
+    cur.execute(HAS_SCHEDULER_SQL)
+    if not cur.fetchone()[0]:
+        return
+    cur.execute(RUN_JOBS_SQL, (LAB_JOB_INTERVAL,))
+    ran = cur.fetchone()[0]
+    if ran:
+        log.info("timescaledb jobs: %d run", ran)
 
 
 def rollup(worker: Worker, cur) -> None:
     """flow_rollup.py's job; a continuous aggregate (TimescaleDB rollup only) is refreshed instead."""
     if worker.cfg.time_bucket:
         cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('flow_summary_5m')")
-        if cur.fetchone() == ("m",):
-            cur.execute("REFRESH MATERIALIZED VIEW flow_summary_5m")
+        if cur.fetchone() == ("v",):
+            cur.execute("CALL refresh_continuous_aggregate('flow_summary_5m', NULL, NULL)")
             log.info("rollup: continuous aggregate flow_summary_5m refreshed")
             return
     bucket = TIMESCALEDB_BUCKET if worker.cfg.time_bucket else PLAIN_BUCKET
@@ -390,6 +456,7 @@ def main() -> None:
         conn.close()
     Worker("ingest", cfg, stop, INGEST_EVERY, ingest).start()
     Worker("rollup", cfg, stop, ROLLUP_EVERY, rollup).start()
+    Worker("timescaledb-jobs", cfg, stop, JOBS_EVERY, run_jobs).start()
     server = serve(cfg)
     while not stop.wait(1):
         pass
