@@ -63,11 +63,21 @@ def test_clean_plan_order_on_migrated_site():
 
 
 def test_cagg_is_dropped_as_materialized_view_first():
-    state = migrated(caggs=["flow_summary_5m"], relations={"flow_records": ("r", 4), "flow_summary_5m": ("m", 0)})
+    state = migrated(caggs=["flow_summary_5m"], relations={"flow_records": ("r", 4), "flow_summary_5m": ("v", 0)})
     plan = build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="clean"), TS)
     sql = shlex.split(step(plan, "drop-flow-tables").commands[0].cmd)[-1]
     assert "DROP MATERIALIZED VIEW IF EXISTS flow_summary_5m" in sql and "DROP TABLE IF EXISTS flow_summary_5m" not in sql
     assert sql.index("MATERIALIZED VIEW") < sql.index("flow_records")
+
+
+def test_cagg_on_the_plain_image_is_dropped_as_a_view():
+    plain = {**RUN, "netmon-db": Container("netmon-db", "running", image="postgres:16-alpine")}
+    state = migrated(caggs=["flow_summary_5m"], relations={"flow_records": ("r", 4), "flow_summary_5m": ("v", 0)},
+                     containers=plain, db_image="postgres:16-alpine")
+    sql = shlex.split(step(build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="clean"), TS),
+                           "drop-flow-tables").commands[0].cmd)[-1]
+    assert "DROP VIEW IF EXISTS flow_summary_5m" in sql and "MATERIALIZED" not in sql
+    assert sql.index("ALTER EVENT TRIGGER") < sql.index("DROP VIEW")
 
 
 def test_fresh_volume_cleans_template1_postgres_and_postgresql_conf():

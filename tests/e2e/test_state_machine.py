@@ -160,10 +160,11 @@ def test_the_connection_cut_at_a_step_then_the_same_command_finishes(lab):
 def others(lab_factory):
     """lab1/lab2 concurrency, lab3 fresh-volume (probe failure), lab4 restore then stack stopped,
     lab5 restore without safety dump, lab6 third hypertable, lab7 plain image missing, lab8/lab9 dry
-    run against apply, lab10 reset of a database that does not answer."""
-    return lab_factory(sites=10, flows=800, variants=["migrated", "migrated", "fresh-volume", "migrated", "migrated",
+    run against apply, lab10 reset of a database that does not answer, lab11 a continuous aggregate
+    whose database can only start on the plain image."""
+    return lab_factory(sites=11, flows=800, variants=["migrated", "migrated", "fresh-volume", "migrated", "migrated",
                                                       "third-hypertable", "plain-image-missing", "migrated", "migrated",
-                                                      "migrated"])
+                                                      "migrated", "summary-cagg"])
 
 
 def test_two_runs_on_one_server_exactly_one_runs(others, tmp_path):
@@ -294,3 +295,20 @@ def test_reset_of_a_database_that_does_not_answer_archives_its_volume_first(othe
     name = Path(archive.group(1)).name
     assert ssh(lab, "lab10", f"cd /root && sha256sum -c --status {name}.sha256 && tar -tzf {name} | grep -c PG_VERSION") == "1"
     assert sql(lab, "lab10", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "0"
+
+
+def test_the_fallback_start_and_a_continuous_aggregate_on_the_plain_image(others):
+    """Someone put the plain image back by hand: the database restart-loops (it still preloads
+    timescaledb). The fallback starts it with the preload off, its plan is shown again (confirmed
+    by --yes), and the aggregate — a view without TimescaleDB's library — goes with DROP VIEW."""
+    lab = others
+    ssh(lab, "lab11", "cd /root/netmon && sed -i 's#timescale/timescaledb:latest-pg16#postgres:16-alpine#' docker-compose.yml "
+                      "&& docker compose up -d db")
+    assert wait_until(lambda: ssh(lab, "lab11", "docker inspect --format '{{.RestartCount}}' netmon-db") != "0", 60)
+    out = fab(lab, "lab11", "rollback", "--mode=clean", "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert "fallback: start the database on the plain image" in out.stdout
+    assert out.stdout.count("Plan for lab11") == 2  # the re-planned rest is shown too
+    assert "DROP VIEW IF EXISTS flow_summary_5m" in out.stdout
+    assert_rolled_back(lab, "lab11")
+    assert ssh(lab, "lab11", "ls /root/netmon_files_pre_rollback_*.tar.gz | wc -l") == "2"  # each plan saved its own copy
