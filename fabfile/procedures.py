@@ -278,7 +278,9 @@ def _rollback(runner: Runner, site: SiteSettings, opts: RollbackOptions, confirm
         if opts.dry_run:
             out.line("dry run: only read-only commands were run; nothing was changed.")
             return HostResult(runner.site, "rollback", True, summary="dry run",
-                              data={"plan": plan.render(), "steps": [step.title for step in plan.steps],
+                              data={"plan": [{"key": st.key, "title": st.title, "commands": [cm.display() for cm in st.commands]}
+                                             for st in plan.steps], "plan_text": plan.render(),
+                                    "steps": [step.title for step in plan.steps],
                                     "plan_commands": plan.commands(), "ts": plan.ts, "json_plan": plan.to_dict()},
                               audit_log=str(runner.audit.path))
         run.ask(plan)
