@@ -1,0 +1,44 @@
+import json
+
+from fabfile import journal
+
+
+def lines(*records):
+    return [json.dumps(r) for r in records]
+
+
+START = {"run": "r1", "event": "start", "task": "rollback", "mode": "restore", "at": "2026-12-01T10:32:05.000+00:00",
+         "who": {"pid": 4821, "laptop": "lt7"}, "plan": {"steps": [{"key": k} for k in ("a", "b", "c", "d")]}}
+
+
+def test_a_run_without_its_end_is_resumed_after_its_last_done_step():
+    text = lines(START, {"run": "r1", "event": "step", "i": 1, "state": "started"},
+                 {"run": "r1", "event": "step", "i": 1, "state": "done"},
+                 {"run": "r1", "event": "copy", "what": "safety-dump", "path": "/root/x.dump", "size": 5, "sha256": "ab"},
+                 {"run": "r1", "event": "step", "i": 2, "state": "started"}) + ['{"run": "r1", "event": "st']  # cut
+    run = journal.unfinished(text)
+    assert run is not None and run.next_step == 2 and run.copies[0]["path"] == "/root/x.dump"
+    assert run.describe() == ("an earlier rollback run (--mode=restore, pid 4821 on lt7, 10:32 UTC) stopped after "
+                              "step 1 of 4 (step 2 had started)")
+
+
+def test_a_failed_step_is_named_and_a_finished_run_is_not_resumed():
+    failed = lines(START, {"run": "r1", "event": "step", "i": 1, "state": "started"},
+                   {"run": "r1", "event": "step", "i": 1, "state": "failed", "error": "step 'a' on s1: boom"})
+    assert "(step 1 failed: step 'a' on s1: boom)" in journal.unfinished(failed).describe()
+    assert journal.unfinished(failed + lines({"run": "r1", "event": "end"})) is None
+    kept = lines(START, {"run": "r1", "event": "kept", "db": "netmon_old_1"}, {"run": "r1", "event": "end"})
+    assert journal.kept_databases(kept) == ["netmon_old_1"]
+
+
+def test_a_replanned_run_resumes_its_latest_plan():
+    second = {**START, "plan": {"steps": [{"key": "x"}, {"key": "y"}]}}
+    text = lines(START, {"run": "r1", "event": "end", "replanned": True}, second,
+                 {"run": "r1", "event": "step", "i": 1, "state": "done"})
+    run = journal.unfinished(text)
+    assert [s["key"] for s in run.plan["steps"]] == ["x", "y"] and run.next_step == 2
+
+
+def test_records_go_on_stdin_not_the_command_line():
+    cmd = journal.append_command("/srv/bak up", [{"run": "r1", "event": "end"}])
+    assert cmd.cmd == "umask 077; cat >> '/srv/bak up/netmon_rollback_journal.jsonl'" and '"end"' in cmd.stdin

@@ -1,0 +1,23 @@
+"""The fleet tasks' own logic (tasks.py at the top of the checkout)."""
+
+import tasks
+from fabfile.inventory import SiteSettings
+
+
+def test_the_admin_password_is_resolved_once_per_source_before_any_worker(monkeypatch):
+    asked = []
+
+    def fake(site, prompt=True):
+        asked.append(site.name)
+        return f"pw-{site.admin_password_file or 'prompt'}"
+
+    monkeypatch.setattr(tasks, "admin_password", fake)
+    sites = [SiteSettings(name="a"), SiteSettings(name="b"), SiteSettings(name="c", admin_password_file="/x"),
+             SiteSettings(name="d", admin_password_file="/x")]
+    assert tasks._passwords(sites) == {"a": "pw-prompt", "b": "pw-prompt", "c": "pw-/x", "d": "pw-/x"}
+    assert asked == ["a", "c"]  # one prompt for the sites that share a source, never one per worker
+
+
+def test_no_password_is_an_empty_answer_so_no_worker_prompts(monkeypatch):
+    monkeypatch.setattr(tasks, "admin_password", lambda site, prompt=True: None)
+    assert tasks._passwords([SiteSettings(name="a")]) == {"a": ""}
