@@ -12,8 +12,9 @@ def test_the_admin_password_is_resolved_once_per_source_before_any_worker(monkey
         return f"pw-{site.admin_password_file or 'prompt'}"
 
     monkeypatch.setattr(tasks, "admin_password", fake)
-    sites = [SiteSettings(name="a"), SiteSettings(name="b"), SiteSettings(name="c", admin_password_file="/x"),
-             SiteSettings(name="d", admin_password_file="/x")]
+    shared = "/x"  # a password file both c and d name
+    sites = [SiteSettings(name="a"), SiteSettings(name="b"), SiteSettings(name="c", admin_password_file=shared),
+             SiteSettings(name="d", admin_password_file=shared)]
     assert tasks._passwords(sites) == {"a": "pw-prompt", "b": "pw-prompt", "c": "pw-/x", "d": "pw-/x"}
     assert asked == ["a", "c"]  # one prompt for the sites that share a source, never one per worker
 
