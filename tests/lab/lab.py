@@ -42,6 +42,7 @@ VARIANTS = (
     "corrupt-backup",
     "backend-crashloop",
     "rolled-back",
+    "plain-image-missing",
 )
 MAX_SITES = 60
 BUILD_WORKERS = 3

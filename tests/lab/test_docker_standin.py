@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.docker_texts import UNREACHABLE_REGISTRY
 from tests.lab.images import build_timescaledb_image
 
 STANDIN = Path(__file__).parent / "standin"
@@ -230,6 +231,51 @@ def test_inspect_answers_templates_and_refuses_unknown_objects(site):
     assert unsupported.returncode == 1 and "not supported by the NetMon lab stand-in" in unsupported.stderr
 
 
+def test_the_image_store_answers_inspect_and_ls_and_refuses_unknown_images(site):
+    [image] = json.loads(site.ok("image", "inspect", "postgres:16-alpine").stdout)
+    assert image["RepoTags"] == ["postgres:16-alpine"] and image["Id"].startswith("sha256:")
+    assert image["Config"]["Cmd"] == ["postgres"] and image["Os"] == "linux"
+    assert site.ok("image", "inspect", "--format", "{{.Id}}", "postgres:16-alpine").stdout.strip() == image["Id"]
+    [db] = json.loads(site.ok("inspect", "netmon-db").stdout)
+    assert db["Image"] == image["Id"]  # the container runs the stored image
+    assert json.loads(site.ok("inspect", "--type", "image", image["Id"][7:19]).stdout)[0]["Id"] == image["Id"]
+    listed = site.ok("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert {"postgres:16-alpine", "timescale/timescaledb:latest-pg16", "redis:7-alpine", "nginx:alpine",
+            "python:3.12-slim", "netmon-backend:latest", "netmon-frontend:latest"} == set(listed)
+    table = site.ok("image", "ls", "redis").stdout.splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert table[1].split()[:3] == ["redis", "7-alpine", image_id_of(site, "redis:7-alpine")[7:19]]
+    for args, stdout in ((["image", "inspect", "nosuch:1"], "[]\n"), (["inspect", "--type", "image", "nosuch:1"], "[]\n"),
+                         (["image", "inspect", "--format", "{{.Id}}", "nosuch:1"], "\n")):
+        missing = site.docker(*args)
+        assert (missing.returncode, missing.stdout, missing.stderr) == (
+            1, stdout, "Error response from daemon: No such image: nosuch:1\n")
+    in_use = site.docker("rmi", "redis:7-alpine")
+    assert in_use.returncode == 1 and in_use.stderr.startswith(
+        'Error response from daemon: conflict: unable to remove repository reference "redis:7-alpine" (must force) - '
+        f"container {site.ok('inspect', '--format', '{{.Id}}', 'netmon-redis').stdout[:12]} is using its referenced image")
+
+
+def image_id_of(site: Site, ref: str) -> str:
+    return site.ok("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def test_every_pull_fails_as_with_no_registry_even_of_a_present_image(site):
+    for ref, stdout in (("postgres:16-alpine", ""), ("postgres", "Using default tag: latest\n")):
+        pulled = site.docker("pull", ref)
+        assert (pulled.returncode, pulled.stdout) == (1, stdout)
+        assert UNREACHABLE_REGISTRY.fullmatch(pulled.stderr.strip()), pulled.stderr
+    pull = site.docker("compose", "pull")
+    lines = pull.stderr.splitlines()
+    assert pull.returncode == 18 and UNREACHABLE_REGISTRY.fullmatch(lines[-1]), pull.stderr
+    assert lines[:3] == [" backend Skipped - No image to be pulled ", " frontend Skipped - No image to be pulled ",
+                         " db Pulling "]
+    assert lines[5].startswith(' db Error Get "https://registry-1.docker.io/v2/"') and lines[6] == " redis Error context canceled"
+    ignored = site.docker("compose", "pull", "--ignore-pull-failures", "db", "redis")
+    assert ignored.returncode == 0 and ignored.stderr.count(" Error Get ") == 2
+    assert image_id_of(site, "postgres:16-alpine")  # a failed pull leaves the stored image as it was
+
+
 def test_exec_passes_stdin_only_with_i_and_returns_the_commands_status(site):
     assert site.ok("exec", "netmon-db", "cat", stdin="hello").stdout == ""
     assert site.ok("exec", "-i", "netmon-db", "cat", stdin="hello").stdout == "hello"
@@ -342,7 +388,7 @@ def test_down_keeps_the_volume_and_then_it_can_be_removed(site):
 
 
 def test_unsupported_commands_fail_loudly(site):
-    for args, what in ((["image", "ls"], "image"), (["compose", "pull"], "compose pull"),
+    for args, what in ((["network", "ls"], "network"), (["compose", "top"], "compose top"),
                        (["compose", "up", "db"], "compose up without -d"), (["ps", "--no-trunc"], "ps --no-trunc")):
         proc = site.docker(*args)
         assert (proc.returncode, proc.stderr.strip()) == (1, f"docker: '{what}' is not supported by the NetMon lab stand-in")
@@ -433,9 +479,44 @@ def test_compose_reports_an_unhealthy_dependency_and_a_failed_pull(fresh_site):
     assert ps_json(site)["redis"]["Health"] == "unhealthy" and "nginx" not in ps_json(site)
     (site.dir / "root/netmon/other.yml").write_text("services:\n  app: {image: acme/thing:1}\n")
     pull = site.docker("compose", "-f", "other.yml", "up", "-d")
-    assert pull.returncode == 1 and pull.stderr.startswith(
-        "Error response from daemon: pull access denied for acme/thing, repository does not exist or may require "
-        "'docker login'")
+    assert pull.returncode == 18 and pull.stderr.splitlines()[0] == " app Pulling "
+    assert UNREACHABLE_REGISTRY.fullmatch(pull.stderr.splitlines()[-1]), pull.stderr
+
+
+def test_up_pulls_a_missing_image_and_fails_before_changing_anything(fresh_site):
+    site = fresh_site(DB_ONLY)
+    removed = site.ok("image", "rm", "postgres:16-alpine").stdout.splitlines()
+    assert removed[0] == "Untagged: postgres:16-alpine" and removed[1].startswith("Untagged: postgres@sha256:")
+    assert removed[2].startswith("Deleted: sha256:")
+    up = site.docker("compose", "up", "-d", "db")
+    lines = up.stderr.splitlines()
+    assert up.returncode == 18 and lines[:1] == [" db Pulling "] and len(lines) == 3, up.stderr
+    assert lines[1].startswith(' db Error Get "https://registry-1.docker.io/v2/"') and UNREACHABLE_REGISTRY.fullmatch(lines[2])
+    assert site.ok("ps", "-a", "-q").stdout == "" and site.ok("volume", "ls", "-q").stdout == ""
+    never = site.docker("compose", "up", "-d", "--pull", "never", "db")
+    assert never.returncode == 1 and never.stderr.splitlines()[-3:] == [
+        " Container netmon-db  Creating", " Container netmon-db  Error response from daemon: No such image: postgres:16-alpine",
+        "Error response from daemon: No such image: postgres:16-alpine"]
+
+
+FRONTEND_ONLY = "services:\n  frontend: {build: ./frontend, container_name: netmon-frontend}\n"
+
+
+def test_build_needs_no_registry_while_its_base_image_is_there(fresh_site):
+    site = fresh_site(FRONTEND_ONLY)
+    (site.dir / "root/netmon/frontend/Dockerfile").write_text("FROM nginx:alpine AS web\nFROM web\nCOPY index.html /\n")
+    unbuilt = site.docker("compose", "up", "-d", "--no-build")
+    assert unbuilt.returncode == 1 and unbuilt.stderr.splitlines()[-1] == \
+        "Error response from daemon: No such image: netmon-frontend:latest"
+    assert site.ok("compose", "build").stderr.splitlines() == [" Service frontend  Building", " Service frontend  Built"]
+    assert site.ok("compose", "up", "-d", "--no-build").stderr.splitlines()[-1] == " Container netmon-frontend  Started"
+    assert site.docker("compose", "build", "--pull").returncode == 17  # --pull asks the registry for the base
+    site.ok("compose", "down")
+    site.ok("rmi", "nginx:alpine")
+    refused = site.docker("compose", "build", "frontend")
+    assert refused.returncode == 17 and refused.stderr.splitlines()[-1].startswith(
+        "failed to solve: nginx:alpine: failed to resolve source metadata for docker.io/library/nginx:alpine: "
+        'failed to do request: Head "https://registry-1.docker.io/v2/library/nginx/manifests/alpine": dial tcp: ')
 
 
 # ---------------------------------------------------------------- pure helpers

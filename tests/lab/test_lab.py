@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.lab.docker_texts import UNREACHABLE_REGISTRY
 from tests.lab.lab import VARIANTS, Lab, LabError, plan_variants, sh
 
 pytestmark = pytest.mark.lab
@@ -212,6 +213,19 @@ def test_variant_states_read_back(lab):
     assert newest.returncode != 0
     assert sql(lab, s("rolled-back"), "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "0"
     assert "postgres:16-alpine" in ssh(lab, s("rolled-back"), "cat /root/netmon/docker-compose.yml").stdout
+
+
+def test_plain_image_missing_variant_has_no_plain_image_and_cannot_pull_it(lab):
+    site = site_of("plain-image-missing")
+    inspect = ssh(lab, site, "docker image inspect postgres:16-alpine", check=False)
+    assert (inspect.returncode, inspect.stdout.strip()) == (1, "[]")
+    assert inspect.stderr.strip() == "Error response from daemon: No such image: postgres:16-alpine"
+    pulled = ssh(lab, site, "docker pull postgres:16-alpine", check=False)
+    assert pulled.returncode == 1 and UNREACHABLE_REGISTRY.fullmatch(pulled.stderr.strip()), pulled.stderr
+    assert sql(lab, site, "SELECT extversion FROM pg_extension WHERE extname='timescaledb'") == "2.17.2"  # migrated
+    timescale = ssh(lab, site, "docker image inspect --format '{{.Id}}' timescale/timescaledb:latest-pg16").stdout
+    assert timescale.startswith("sha256:")
+    ssh(lab, site_of("migrated"), "docker image inspect postgres:16-alpine")  # other sites keep theirs
 
 
 def test_crashloop_variant_restarts_the_backend(lab):

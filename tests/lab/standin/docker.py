@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -58,6 +59,14 @@ IMAGES = (
                                ["8000/tcp"], "SIGTERM")),
     ("build", "frontend", NGINX),
 )
+# What each site's operator pulled while the registry still answered: (reference, size in bytes as
+# the real image reports it). No registry answers in the lab, so these are all a daemon ever has,
+# besides what it builds; `docker image rm` takes one away (the plain-image-missing variant).
+PULLED = (("postgres:16-alpine", 275_036_400), ("timescale/timescaledb:latest-pg16", 1_104_000_000),
+          ("redis:7-alpine", 41_167_800), ("nginx:alpine", 47_979_700), ("python:3.12-slim", 124_345_600))
+PULLED_CREATED = 1732147200  # 2024-11-21: when the upstream images were built
+DOCKER_HUB = "registry-1.docker.io"
+PULL_FAILURE, BUILD_FAILURE = 18, 17  # compose v2.29's exit codes for these failure categories
 
 
 class DockerError(Exception):
@@ -76,6 +85,32 @@ class Unsupported(DockerError):
 
 def no_such_container(ref):
     return DockerError(f"Error response from daemon: No such container: {ref}")
+
+
+def no_such_image(ref):
+    return DockerError(f"Error response from daemon: No such image: {normal_ref(ref)}")
+
+
+def registry_unreachable(ref, path="/v2/", method="Get"):
+    """The daemon's answer when the registry of REF cannot be reached: the lab's sites resolve no
+    names (their resolv.conf lists no server, so Go's resolver asks [::1]:53, which refuses)."""
+    first, _, rest = ref.partition("/")
+    host = first if rest and ("." in first or ":" in first or first == "localhost") else DOCKER_HUB
+    port = secrets.randbelow(28000) + 32768
+    return (f'{method} "https://{host}{path}": dial tcp: lookup {host} on [::1]:53: '
+            f"read udp [::1]:{port}->[::1]:53: read: connection refused")
+
+
+def normal_ref(ref):
+    """REF as the engine names it: docker.io/library/ dropped, ":latest" added when it has no tag."""
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix):]
+    return ref if "@" in ref or ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"
+
+
+def pulled_image_id(ref):
+    return "sha256:" + hashlib.sha256(normal_ref(ref).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- options and output
@@ -203,6 +238,11 @@ def warn(message):
 def progress(kind, name, action):
     """A compose progress line (stderr), as ` Container netmon-db  Started`."""
     print(f" {kind} {name}  {action}", file=sys.stderr, flush=True)
+
+
+def event(ident, text, status=""):
+    """A compose event keyed by service, as its plain writer prints it (Go's Println): ` db Pulling `."""
+    print(" " + " ".join((ident, text, status)), file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- Go templates
@@ -385,6 +425,29 @@ class Site:
         if container is None:
             raise no_such_container(ref)
         return container
+
+    def images(self):
+        """The daemon's image store, {reference: {"Id", "Created", "Size", "Build"?}}: PULLED at first."""
+        store = shim.read_json(self.path("images.json"))
+        if store is None:
+            store = {ref: {"Id": pulled_image_id(ref), "Created": PULLED_CREATED, "Size": size} for ref, size in PULLED}
+            shim.write_json(self.path("images.json"), store)
+        return store
+
+    def save_images(self, store):
+        shim.write_json(self.path("images.json"), store)
+
+    def find_image(self, ref):
+        """(reference, entry) of the image REF names by reference, id or unique id prefix; else None."""
+        store = self.images()
+        if normal_ref(ref) in store:
+            return normal_ref(ref), store[normal_ref(ref)]
+        bare = ref.removeprefix("sha256:")
+        ids = {e["Id"] for e in store.values() if re.fullmatch(r"[0-9a-f]{1,64}", bare)
+               and e["Id"].removeprefix("sha256:").startswith(bare)}
+        if len(ids) != 1:
+            return None
+        return next((r, e) for r, e in store.items() if e["Id"] in ids)
 
     def volumes(self):
         top = self.path("volumes")
@@ -770,22 +833,34 @@ class Project:
 
 # ---------------------------------------------------------------- images and containers from services
 
+def runtime_of(ref, entry):
+    """The stand-in image that plays the stored image REF (ENTRY from the store), or None."""
+    if entry.get("Build"):
+        found = [image for kind, match, image in IMAGES if kind == "build" and entry["Build"] == match]
+    else:
+        found = [image for kind, match, image in IMAGES if kind == "image" and ref.startswith(match)]
+    return found[0] if found else None
+
+
 def image_for(site, svc):
-    """The stand-in image SVC runs; an image the lab does not have fails as a failed pull."""
+    """The stand-in image SVC's container runs; a context the lab cannot build is unsupported."""
     if "build" in svc:
         key = os.path.basename(svc["build"]["context"])
         found = [image for kind, match, image in IMAGES if kind == "build" and key == match]
         if not found:
             raise Unsupported(f"build {svc['build']['context']}")
         return found[0]
-    name = svc["image"] if ":" in svc["image"].rsplit("/", 1)[-1] else svc["image"] + ":latest"
-    found = [image for kind, match, image in IMAGES if kind == "image" and name.startswith(match)]
-    if not found or (found[0].runtime == "timescaledb"
-                     and not os.path.exists(os.path.join(site.lab, TIMESCALE_PG_BIN, "postgres"))):
-        repo = name.rsplit(":", 1)[0]
-        raise DockerError(f"Error response from daemon: pull access denied for {repo}, repository does not "
-                          "exist or may require 'docker login': denied: requested access to the resource is denied")
-    return found[0]
+    image = runtime_of(normal_ref(svc["image"]), {})
+    if image is None:
+        raise Unsupported(f"image {svc['image']}")
+    if image.runtime == "timescaledb" and not os.path.exists(os.path.join(site.lab, TIMESCALE_PG_BIN, "postgres")):
+        raise DockerError(f"the lab has no {svc['image']} image tree under {site.lab} (lab.up makes it)")
+    return image
+
+
+def image_ref(project, service):
+    """The reference SERVICE's container runs: its `image:`, else the one compose builds it as."""
+    return normal_ref(project.services[service].get("image") or f"{project.name}-{service}")
 
 
 def tree_hash(top):
@@ -803,15 +878,48 @@ def tree_hash(top):
     return digest.hexdigest()
 
 
-def build(site, service, context):
-    """`docker build` as far as the lab needs: copy the context to SITE/docker/images/SERVICE.
+def base_images(context, dockerfile):
+    """The images a Dockerfile builds FROM (stages it names itself excluded)."""
+    bases, stages = [], set()
+    path = os.path.join(context, dockerfile)
+    with open(path) if os.path.exists(path) else contextlib.nullcontext(io.StringIO()) as f:
+        for line in f:
+            words = line.split()
+            if len(words) >= 2 and words[0].upper() == "FROM":
+                image = next(w for w in words[1:] if not w.startswith("--"))
+                if image.lower() not in stages and image != "scratch":
+                    bases.append(image)
+                if len(words) >= 4 and words[-2].upper() == "AS":
+                    stages.add(words[-1].lower())
+    return bases
+
+
+def build(site, project, service, pull=False):
+    """`docker build` as far as the lab needs: copy the context to SITE/docker/images/SERVICE and
+    tag it as compose does (PROJECT-SERVICE). Its FROM images must be in the store: with no
+    registry, BuildKit cannot resolve them (nor any, with --pull).
 
     The image id is the tree's hash, so an unchanged context keeps its containers. A replaced
     copy is parked (.old-*) until `up` has recreated the containers that still run from it."""
+    spec = project.services[service]["build"]
+    context = spec["context"]
     if not os.path.isdir(context):
         raise DockerError(f'unable to prepare context: path "{context}" not found')
+    for base in base_images(context, spec["dockerfile"]):
+        if pull or site.find_image(base) is None:
+            name = normal_ref(base)
+            repo, _, tag = name.rpartition(":")
+            full = repo if "/" in repo else f"library/{repo}"
+            where = registry_unreachable(base, f"/v2/{full}/manifests/{tag}", "Head")
+            raise DockerError(f"failed to solve: {base}: failed to resolve source metadata for docker.io/{full}:{tag}: "
+                              f"failed to do request: {where}", code=BUILD_FAILURE)
     image_id = "sha256:" + tree_hash(context)
     target = site.path("images", service)
+    store = site.images()
+    if store.get(image_ref(project, service), {}).get("Id") != image_id:
+        store[image_ref(project, service)] = {"Id": image_id, "Created": time.time(), "Size": tar_size(context),
+                                              "Build": os.path.basename(context)}
+        site.save_images(store)
     if shim.read_json(target + ".json", {}).get("id") == image_id and os.path.isdir(target):
         return image_id
     staging = tempfile.mkdtemp(dir=site.path("images"), prefix=f".new-{service}-")
@@ -824,17 +932,19 @@ def build(site, service, context):
     return image_id
 
 
-def image_id(site, service, svc, rebuild):
-    """SVC's image id, building it when asked (--build) or when it was never built."""
-    if "build" not in svc:
-        return "sha256:" + hashlib.sha256(svc["image"].encode()).hexdigest()
-    meta = shim.read_json(site.path("images", service + ".json"))
-    if meta and not rebuild and os.path.isdir(site.path("images", service)):
-        return meta["id"]
+def image_id(site, project, service, rebuild, no_build=False):
+    """SERVICE's image id, building it when asked (--build) or when it is not in the store (unless
+    --no-build); None when the store lacks it (creating the container then fails)."""
+    svc = project.services[service]
+    found = site.find_image(image_ref(project, service))
+    built = shim.read_json(site.path("images", service + ".json"))
+    if "build" not in svc or no_build or (found and built and not rebuild
+                                          and os.path.isdir(site.path("images", service))):
+        return found[1]["Id"] if found else None
     progress("Service", service, "Building")
-    built = build(site, service, svc["build"]["context"])
+    made = build(site, project, service)
     progress("Service", service, "Built")
-    return built
+    return made
 
 
 def shim_healthcheck(check):
@@ -881,7 +991,7 @@ def config_hash(project, service, image):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def create(site, project, service, image_ref):
+def create(site, project, service, image_id):
     """Create the container of SERVICE (directory, config.json, state.json); not started."""
     svc = project.services[service]
     image = image_for(site, svc)
@@ -902,16 +1012,16 @@ def create(site, project, service, image_ref):
     process = main_process(site, image, service, cdir, mounts)
     compose_env = svc.get("environment", {})
     image_env = {"PATH": process.pop("path"), **process.pop("image_env")}
-    digest = config_hash(project, service, image_ref)
+    digest = config_hash(project, service, image_id)
     labels = {"com.docker.compose.config-hash": digest, "com.docker.compose.container-number": "1",
-              "com.docker.compose.image": image_ref, "com.docker.compose.oneoff": "False",
+              "com.docker.compose.image": image_id, "com.docker.compose.oneoff": "False",
               "com.docker.compose.project": project.name,
               "com.docker.compose.project.config_files": project.file,
               "com.docker.compose.project.working_dir": project.dir,
               "com.docker.compose.service": service, "com.docker.compose.version": COMPOSE_VERSION,
               **{k: env_value(v) for k, v in (svc.get("labels") or {}).items()}}
     cfg = {"id": secrets.token_hex(32), "name": name, "created": time.time(), "project": project.name,
-           "service": service, "image": svc.get("image") or f"{project.name}-{service}", "image_id": image_ref,
+           "service": service, "image": svc.get("image") or f"{project.name}-{service}", "image_id": image_id,
            "runtime": image.runtime, "entrypoint": image.entrypoint, "cmd": svc.get("command") or image.cmd,
            **process, "env": {**compose_env, **{k: v for k, v in image_env.items() if k not in compose_env}},
            "stop_signal": image.stop_signal, "restart": svc["restart"],
@@ -1062,14 +1172,23 @@ def parse_tail(value):
 def compose_up(site, project, args):
     opts, names = parse(args, {"-d": "detach", "--detach": "detach", "--build": "build", "--wait": "wait",
                                "--wait-timeout": "wait_timeout=", "--force-recreate": "force_recreate",
-                               "--no-recreate": "no_recreate", "--no-deps": "no_deps"}, "compose up")
+                               "--no-recreate": "no_recreate", "--no-deps": "no_deps", "--no-build": "no_build",
+                               "--pull": "pull=", "--quiet-pull": "quiet_pull"}, "compose up")
     if not opts.get("detach"):
         raise Unsupported("compose up without -d")
+    policy = opts.get("pull", "policy")
+    if policy not in ("policy", "missing", "always", "never", "build"):
+        raise Unsupported(f"compose up --pull {policy}")
     order = project.select(names, with_deps=not opts.get("no_deps"))
     with site.locked():
+        # compose pulls what is missing (all, with --pull always) before it builds or changes anything
+        pull([(name, project.services[name]["image"], "build" in project.services[name]) for name in order
+              if "image" in project.services[name] and (policy == "always" or policy in ("policy", "missing")
+                                                        and site.find_image(project.services[name]["image"]) is None)],
+             quiet=opts.get("quiet_pull"))
         for name in order:
-            image_for(site, project.services[name])  # a missing image fails before anything changes
-        images = {name: image_id(site, name, project.services[name], opts.get("build")) for name in order}
+            image_for(site, project.services[name])  # what the lab cannot run fails before anything changes
+        images = {name: image_id(site, project, name, opts.get("build"), opts.get("no_build")) for name in order}
         for name in order:
             for mount in project.services[name].get("volumes", []):
                 if mount["type"] == "volume":
@@ -1108,25 +1227,30 @@ def ensure_project_volume(site, project, key):
         progress("Volume", f'"{volume["name"]}"', "Created")
 
 
-def converge(site, project, service, image_ref, opts):
+def converge(site, project, service, image, opts):
     """The service's container: kept, recreated (config or image changed, or forced) or created."""
     name = project.services[service]["container_name"]
+    if image is None:  # not pulled (--pull never) nor built (--no-build): the engine refuses the create
+        progress("Container", name, "Creating")
+        missing = no_such_image(image_ref(project, service))
+        progress("Container", name, str(missing))
+        raise missing
     existing = site.find(name)
     if existing is not None and existing.name == name:
         if (existing.cfg["project"], existing.cfg["service"]) != (project.name, service):
             raise DockerError(f'Error response from daemon: Conflict. The container name "/{name}" is already in '
                               f'use by container "{existing.id}". You have to remove (or rename) that container '
                               "to be able to reuse that name.")
-        unchanged = existing.cfg["config_hash"] == config_hash(project, service, image_ref)
+        unchanged = existing.cfg["config_hash"] == config_hash(project, service, image)
         if opts.get("no_recreate") or (unchanged and not opts.get("force_recreate")):
             return existing
         progress("Container", name, "Recreate")
         remove(existing)
-        container = create(site, project, service, image_ref)
+        container = create(site, project, service, image)
         progress("Container", name, "Recreated")
         return container
     progress("Container", name, "Creating")
-    container = create(site, project, service, image_ref)
+    container = create(site, project, service, image)
     progress("Container", name, "Created")
     return container
 
@@ -1296,8 +1420,67 @@ def compose_config(site, project, args):
     return 0
 
 
+def pull(candidates, ignore=False, quiet=False):
+    """Pull each (service, image, buildable) as compose does, all at once; with no registry reachable
+    each fails. The first failure of an image that cannot be built cancels the others' requests and
+    ends the command (exit 18), unless IGNOREd; an image that can be built only warns."""
+    for service, _, _ in candidates:
+        if not quiet:
+            event(service, "Pulling")
+    fatal = None
+    for service, image, buildable in candidates:
+        if fatal is not None:
+            message = "context canceled"
+        else:
+            message = registry_unreachable(normal_ref(image))
+            fatal = None if ignore or buildable else message
+        if not quiet:
+            event(service, "Warning" if buildable else "Error", message)
+    if fatal is not None:
+        raise DockerError(f"Error response from daemon: {fatal}", code=PULL_FAILURE)
+
+
+def compose_pull(site, project, args):
+    opts, names = parse(args, {"-q": "quiet", "--quiet": "quiet", "--ignore-pull-failures": "ignore",
+                               "--ignore-buildable": "ignore_buildable", "--include-deps": "include_deps",
+                               "--policy": "policy="}, "compose pull")
+    if opts.get("policy", "missing") not in ("missing", "always"):
+        raise DockerError(f'invalid pull policy "{opts["policy"]}"')  # compose: only these two
+    quiet, candidates = opts.get("quiet"), []
+    for name in project.select(names, with_deps=opts.get("include_deps", False)):
+        svc = project.services[name]
+        skipped = None
+        if "image" not in svc:
+            skipped = "Skipped - No image to be pulled"
+        elif opts.get("policy") == "missing" and site.find_image(svc["image"]) \
+                and not normal_ref(svc["image"]).endswith(":latest"):
+            skipped = "Skipped - Image is already present locally"
+        elif "build" in svc and opts.get("ignore_buildable"):
+            skipped = "Skipped - Image can be built"
+        if skipped and not quiet:
+            event(name, skipped)
+        elif not skipped:
+            candidates.append((name, svc["image"], "build" in svc))
+    pull(candidates, ignore=opts.get("ignore"), quiet=quiet)
+    return 0
+
+
+def compose_build(site, project, args):
+    opts, names = parse(args, {"--pull": "pull", "--no-cache": "no_cache", "-q": "quiet", "--quiet": "quiet"},
+                        "compose build")
+    with site.locked():
+        for name in project.select(names, with_deps=False):
+            if "build" in project.services[name]:
+                image_for(site, project.services[name])
+                progress("Service", name, "Building")
+                build(site, project, name, pull=opts.get("pull"))
+                progress("Service", name, "Built")
+    return 0
+
+
 COMPOSE_COMMANDS = {"up": compose_up, "down": compose_down, "stop": compose_stop, "start": compose_start,
-                    "restart": compose_restart, "ps": compose_ps, "logs": compose_logs, "config": compose_config}
+                    "restart": compose_restart, "ps": compose_ps, "logs": compose_logs, "config": compose_config,
+                    "pull": compose_pull, "build": compose_build}
 
 
 def cmd_compose(site, args):
@@ -1504,30 +1687,154 @@ def cmd_ps(site, args):
 def cmd_inspect(site, args, kind=None):
     opts, names = parse(args, {"-f": "format=", "--format": "format=", "--type": "type="}, "inspect")
     kind = kind or opts.get("type")
-    if kind not in (None, "container", "volume"):
+    if kind not in (None, "container", "image", "volume"):
         raise Unsupported(f"inspect --type {kind}")
     if not names:
-        raise DockerError('"docker inspect" requires at least 1 argument.')
+        raise DockerError(f'"docker {"inspect" if kind is None else kind + " inspect"}" requires at least 1 argument.')
     found, missing = [], []
     for name in names:
         container = site.find(name) if kind in (None, "container") else None
+        image = site.find_image(name) if kind in (None, "image") and container is None else None
         if container is not None:
             found.append(inspect_container(container))
+        elif image is not None:
+            found.append(inspect_image(site, *image))
         elif kind in (None, "volume") and site.has_volume(name):
             found.append(volume_info(site, name))
         else:
             missing.append(name)
     if opts.get("format"):
         template = Template(opts["format"])
-        for obj in found:
-            print(template.render(obj))
+        print("\n".join(template.render(obj) for obj in found))  # nothing found: one empty line, as docker
     else:
         print(json.dumps(found, indent=4, ensure_ascii=False))
     if missing:
         if kind == "volume":
             raise DockerError("\n".join(f"Error response from daemon: get {n}: no such volume" for n in missing))
+        if kind == "image":
+            raise DockerError("\n".join(str(no_such_image(n)) for n in missing))
         raise DockerError("\n".join(f"Error: No such {kind or 'object'}: {n}" for n in missing))
     return 0
+
+
+def repo_digest(ref, entry):
+    """The digest a pulled image was pulled by (built images have none)."""
+    if entry.get("Build"):
+        return None
+    return ref.rsplit(":", 1)[0] + "@sha256:" + hashlib.sha256(("digest " + ref).encode()).hexdigest()
+
+
+def inspect_image(site, ref, entry):
+    """`docker image inspect`'s object for the stored image REF (the fields the lab's users read)."""
+    image = runtime_of(ref, entry)
+    tags = sorted(r for r, e in site.images().items() if e["Id"] == entry["Id"])
+    digests = [d for d in (repo_digest(r, entry) for r in tags) if d]
+    config = {"Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+              "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False,
+              "Env": [f"PATH={STD_PATH}"], "Cmd": image.cmd if image else None, "Image": "", "Volumes": None,
+              "WorkingDir": "", "Entrypoint": (image.entrypoint or None) if image else None, "OnBuild": None,
+              "Labels": None}
+    if image:
+        config["ExposedPorts"] = {p: {} for p in image.exposed}
+        config["StopSignal"] = image.stop_signal
+        if image.runtime in ("postgres", "timescaledb"):
+            config["Volumes"] = {PGDATA: {}}
+    layer = "sha256:" + hashlib.sha256(("layer " + entry["Id"]).encode()).hexdigest()
+    return {"Id": entry["Id"], "RepoTags": tags, "RepoDigests": digests, "Parent": "", "Comment": "",
+            "Created": shim.rfc3339(entry["Created"]), "DockerVersion": "", "Author": "", "Config": config,
+            "Architecture": "amd64", "Os": "linux", "Size": entry["Size"],
+            "GraphDriver": {"Data": None, "Name": "overlay2"}, "RootFS": {"Type": "layers", "Layers": [layer]},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"}}
+
+
+IMAGE_COLUMNS = [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("CREATED", "CreatedSince"),
+                 ("SIZE", "Size")]
+
+
+def cmd_images(site, args):
+    """docker images / docker image ls [-q] [--no-trunc] [--format F] [REPOSITORY[:TAG]], newest first."""
+    opts, refs = parse(args, {"-q": "quiet", "--quiet": "quiet", "-a": "all", "--all": "all", "--no-trunc": "no_trunc",
+                              "--format": "format="}, "images")
+    if len(refs) > 1:
+        raise DockerError('"docker images" requires at most 1 argument.')
+    rows, now = [], time.time()
+    for ref, entry in sorted(site.images().items(), key=lambda item: (-item[1]["Created"], item[0])):
+        repo, _, tag = ref.rpartition(":")
+        if refs and refs[0] not in (repo, ref):
+            continue
+        short = entry["Id"] if opts.get("no_trunc") else entry["Id"].removeprefix("sha256:")[:12]
+        rows.append({"Containers": "N/A", "CreatedAt": go_time(entry["Created"]),
+                     "CreatedSince": human_duration(now - entry["Created"]) + " ago", "Digest": "<none>", "ID": short,
+                     "Repository": repo, "SharedSize": "N/A", "Size": human_size(entry["Size"]), "Tag": tag,
+                     "UniqueSize": "N/A", "VirtualSize": human_size(entry["Size"])})
+    if opts.get("quiet"):
+        for short in dict.fromkeys(row["ID"] for row in rows):
+            print(short)
+        return 0
+    emit(rows, opts.get("format", "table"), IMAGE_COLUMNS)
+    return 0
+
+
+def cmd_pull(site, args):
+    """docker pull: no registry answers in the lab, so every pull fails as the daemon reports it."""
+    opts, refs = parse(args, {"-q": "quiet", "--quiet": "quiet", "-a": "all_tags", "--all-tags": "all_tags",
+                              "--platform": "platform="}, "pull")
+    if len(refs) != 1:
+        raise DockerError("\"docker pull\" requires exactly 1 argument.\nSee 'docker pull --help'.")
+    ref = refs[0]
+    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?"
+                        r"(@sha256:[0-9a-f]{64})?", ref):
+        raise DockerError("invalid reference format")
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1] and not opts.get("quiet"):
+        print("Using default tag: latest", flush=True)
+    raise DockerError(f"Error response from daemon: {registry_unreachable(ref)}")
+
+
+def cmd_rmi(site, args):
+    """docker rmi / docker image rm: untag; delete the image when no tag is left (moby's rules)."""
+    opts, refs = parse(args, {"-f": "force", "--force": "force", "--no-prune": "no_prune"}, "rmi")
+    if not refs:
+        raise DockerError('"docker rmi" requires at least 1 argument.')
+    errors = []
+    with site.locked():
+        for ref in refs:
+            found, store = site.find_image(ref), site.images()
+            if found is None:
+                errors.append(str(no_such_image(ref)))
+                continue
+            name, entry = found
+            tags = [r for r, e in store.items() if e["Id"] == entry["Id"]]
+            users = [c for c in site.containers() if c.cfg["image_id"] == entry["Id"]]
+            running = [c for c in users if c.state["status"] in RUNNING]
+            untag = [name] if normal_ref(ref) == name else tags
+            short = entry["Id"].removeprefix("sha256:")[:12]
+            if len(untag) == len(tags) and running and opts.get("force"):
+                errors.append(f"Error response from daemon: conflict: unable to delete {short} (cannot be forced) - "
+                              f"image is being used by running container {running[0].id[:12]}")
+                continue
+            if len(untag) == len(tags) and users and not opts.get("force"):
+                errors.append(f'Error response from daemon: conflict: unable to remove repository reference "{name}" '
+                              f"(must force) - container {users[0].id[:12]} is using its referenced image {short}")
+                continue
+            for tag in untag:
+                print(f"Untagged: {tag}")
+                if repo_digest(tag, entry):
+                    print(f"Untagged: {repo_digest(tag, entry)}")
+                del store[tag]
+            if len(untag) == len(tags):
+                print(f"Deleted: {entry['Id']}")
+            site.save_images(store)
+    if errors:
+        raise DockerError("\n".join(errors))
+    return 0
+
+
+def cmd_image(site, args):
+    subs = {"inspect": lambda s, a: cmd_inspect(s, a, kind="image"), "ls": cmd_images, "list": cmd_images,
+            "rm": cmd_rmi, "remove": cmd_rmi, "pull": cmd_pull}
+    if not args or args[0] not in subs:
+        raise Unsupported(" ".join(["image"] + args[:1]))
+    return subs[args[0]](site, args[1:])
 
 
 VOLUME_COLUMNS = [("DRIVER", "Driver"), ("VOLUME NAME", "Name")]
@@ -1596,7 +1903,8 @@ def cmd_lifecycle(action):
 
 
 COMMANDS = {"compose": cmd_compose, "exec": cmd_exec, "cp": cmd_cp, "logs": cmd_logs, "ps": cmd_ps,
-            "inspect": cmd_inspect, "volume": cmd_volume, "stop": cmd_lifecycle("stop"),
+            "inspect": cmd_inspect, "volume": cmd_volume, "image": cmd_image, "images": cmd_images, "pull": cmd_pull,
+            "rmi": cmd_rmi, "stop": cmd_lifecycle("stop"),
             "start": cmd_lifecycle("start"), "restart": cmd_lifecycle("restart")}
 
 
