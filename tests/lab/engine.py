@@ -158,7 +158,8 @@ CMD ["python3"]
 """,
     "redis:7-alpine": f"""FROM {BASE_TAG}
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-RUN chmod 755 /usr/local/bin/docker-entrypoint.sh
+RUN chmod 755 /usr/local/bin/docker-entrypoint.sh && mkdir /data && chown redis:redis /data
+WORKDIR /data
 ENTRYPOINT ["docker-entrypoint.sh"]
 EXPOSE 6379
 CMD ["redis-server"]
@@ -297,11 +298,7 @@ class Daemon:
         raise EngineError(f"dockerd in {self.dir} did not answer within {START_TIMEOUT}s:\n{tail}")
 
     def pid(self) -> int | None:
-        try:
-            pid = int((self.dir / "dockerd.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return live_pid(self.dir / "dockerd.pid")
 
     def stop(self) -> None:
         """SIGTERM: dockerd stops its containers (their stop signals and timeouts) and exits."""
@@ -315,6 +312,15 @@ class Daemon:
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.1)
+
+
+def live_pid(pid_file: Path) -> int | None:
+    """The pid PID_FILE names, if that process still runs."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 def cgroup_dirs(parent: str) -> list[Path]:

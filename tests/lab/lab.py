@@ -101,11 +101,7 @@ class Site:
         return engine.Daemon(self.dir / "engine", self.enter(), self.cgroup_parent)
 
     def holder_pid(self) -> int | None:
-        try:
-            pid = int((self.dir / "holder.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return engine.live_pid(self.dir / "holder.pid")
 
     def enter(self, *argv: str) -> list[str]:
         """The argv that runs a command inside the site: its network, mount and UTS namespaces."""
@@ -375,6 +371,9 @@ class Lab:
                 if re.fullmatch(rf"nl{meta_octet}h\d+", name):
                     sh("ip", "link", "del", name, check=False)
         if self.root.exists():
+            with ThreadPoolExecutor(8) as pool:  # an engine site's data root holds its images' files: in parallel
+                list(pool.map(lambda d: sh("rm", "-rf", "--one-file-system", str(d), check=False),
+                              list((self.root / "sites").glob("*")) if (self.root / "sites").is_dir() else []))
             shutil.rmtree(self.root)
         for f in ("ssh_config", "known_hosts", "hosts.yml", "admin_password", "id_ed25519", "id_ed25519.pub"):
             (self.run_dir / f).unlink(missing_ok=True)
@@ -515,6 +514,15 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 MaxSessions 32
 MaxStartups 64:30:128
 """
+
+
+def ssh(lab: Lab, site: str, cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """CMD run on SITE over the lab's real SSH, as a client would; CHECK: a failure raises."""
+    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, cmd], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{site}: {cmd!r} exited {proc.returncode}: {proc.stderr}")
+    return proc
 
 
 def write_secret(path: Path, value: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.lab import engine
 from tests.lab.docker_texts import UNREACHABLE_REGISTRY
-from tests.lab.lab import LAB_BASE, Lab
+from tests.lab.lab import LAB_BASE, Lab, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -27,16 +27,12 @@ PSQL = "docker exec netmon-db psql -U netmon -d netmon -X -tAc"
 FATAL = 'could not access file "timescaledb": No such file or directory'
 
 
-def ssh(lab: Lab, site: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, cmd], capture_output=True, text=True, timeout=120)
-    if check:
-        assert proc.returncode == 0, f"{site}: {cmd!r} exited {proc.returncode}: {proc.stderr}"
-    return proc
-
-
 def machine_network_settings() -> str:
     """What a daemon in the machine's own namespace would change: forwarding and the firewall."""
-    forwarding = sorted(str(p) + "=" + p.read_text().strip() for p in Path("/proc/sys/net").rglob("*forwarding*"))
+    forwarding = [f"{p}={Path(p).read_text().strip()}" for p in (
+        "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/forwarding",
+        "/proc/sys/net/ipv4/conf/default/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding",
+        "/proc/sys/net/ipv6/conf/default/forwarding") if os.path.exists(p)]
     rules = [subprocess.run(argv, capture_output=True, text=True).stdout
              for argv in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]) if os.path.exists(
                  f"/usr/sbin/{argv[0]}")]

@@ -11,18 +11,11 @@ import pytest
 import yaml
 
 from tests.lab.docker_texts import UNREACHABLE_REGISTRY
-from tests.lab.lab import VARIANTS, Lab, LabError, plan_variants, sh
+from tests.lab.lab import VARIANTS, Lab, LabError, plan_variants, sh, ssh
 
 pytestmark = pytest.mark.lab
 
 PSQL = "docker exec netmon-db psql -U netmon -d netmon -X -tAc"
-
-
-def ssh(lab: Lab, site: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, cmd], capture_output=True, text=True, timeout=60)
-    if check:
-        assert proc.returncode == 0, f"{site}: {cmd!r} exited {proc.returncode}: {proc.stderr}"
-    return proc
 
 
 def sql(lab: Lab, site: str, query: str) -> str:
