@@ -157,15 +157,16 @@ def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> None:
     "variant": f"one starting state for every site: {', '.join(VARIANTS)}",
     "variants": "comma-separated states, one per site in order (the rest get 'migrated')",
     "name": f"the lab's name, so several labs can exist at once; default {DEFAULT_NAME!r}",
-    "engine": "standin (the docker CLI stand-in; default) or docker (a real Docker Engine per site)",
+    "engine": "standin (the docker CLI stand-in) or docker (a real Docker Engine per site); "
+              "default $NETMON_LAB_ENGINE, else standin",
 })
-def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME, engine="standin"):
+def up(c, sites=3, flows=10_000, variant="", variants="", name=DEFAULT_NAME, engine=""):
     """Bring up N stand-in NetMon servers (clears what an earlier run of this lab left)."""
     if variant and variants:
         raise Exit("lab.up: give --variant or --variants, not both", code=2)
     chosen = [v.strip() for v in (variants or variant).split(",") if v.strip()] or None
     try:
-        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, engine_name=engine)
+        Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, engine_name=engine or None)
     except LabError as exc:
         raise Exit(f"lab.up: {exc}", code=1) from None
 

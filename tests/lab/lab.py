@@ -177,8 +177,11 @@ class Lab:
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print,
-           engine_name: str = "standin") -> None:
+           engine_name: str | None = None) -> None:
+        """ENGINE_NAME: "standin" or "docker"; by default $NETMON_LAB_ENGINE, else "standin" (so a
+        whole test run can move to the real engine without changing its fixtures)."""
         variants = plan_variants(sites, variants)
+        engine_name = engine_name or os.environ.get("NETMON_LAB_ENGINE") or "standin"
         if engine_name not in ENGINES:
             raise LabError(f"unknown engine {engine_name!r} — choose from {', '.join(ENGINES)}")
         check_host()
