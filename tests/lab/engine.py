@@ -254,12 +254,16 @@ def compose_plugin() -> Path | None:
 def cgroup_mounts_script() -> str:
     """Shell lines that remount this machine's cgroup hierarchies under a fresh /sys (`ip netns
     exec` mounts a sysfs of its own, which hides them; dockerd needs them)."""
-    lines = ["mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup"]
+    # First drop cgroup mounts seen elsewhere (another tool's bind of /sys under /tmp, say): runc
+    # takes the first one it finds, which a site's own /tmp then hides. Run before the site's binds.
+    lines = ["awk '$3 ~ /^cgroup2?$/ && $2 !~ /^\\/sys\\/fs\\/cgroup/ {print $2}' /proc/self/mounts | sort -r | "
+             "while read -r m; do umount -l \"$m\" || true; done",
+             "mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup"]
     for line in Path("/proc/self/mounts").read_text().splitlines():
         _, target, fstype, options = line.split()[:4]
         if fstype in ("cgroup", "cgroup2") and target.startswith("/sys/fs/cgroup"):
             if target == "/sys/fs/cgroup":  # a unified (v2 only) machine
-                return f"mount -t cgroup2 -o {options} cgroup2 /sys/fs/cgroup"
+                return f"{lines[0]}; mount -t cgroup2 -o {options} cgroup2 /sys/fs/cgroup"
             keep = ",".join(o for o in options.split(",") if o not in ("rw", "ro", "relatime", "nosuid", "nodev",
                                                                         "noexec"))
             lines.append(f"mkdir -p {target} && mount -t {fstype} {'-o ' + keep if keep else ''} {fstype} {target}")

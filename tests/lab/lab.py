@@ -281,8 +281,8 @@ class Lab:
             ("root", "/root"), ("tmp", "/tmp"), ("etc/hosts", "/etc/hosts"), ("etc/resolv.conf", "/etc/resolv.conf"),
             ("sbin", "/usr/local/sbin"), ("sbin", "/usr/local/bin")))  # no docker client or tools of this machine's
         if images is not None:
-            mounts += (f"; mount --bind {d / 'etc/docker'} /etc/docker; mount -t tmpfs -o mode=755 run /run; "
-                       f"mkdir -m 755 /run/sshd /run/lock; {engine.cgroup_mounts_script()}")
+            mounts = (f"{engine.cgroup_mounts_script()}; {mounts}; mount --bind {d / 'etc/docker'} /etc/docker; "
+                      "mount -t tmpfs -o mode=755 run /run; mkdir -m 755 /run/sshd /run/lock")
         holder = subprocess.Popen(
             ["ip", "netns", "exec", site.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
              "/bin/sh", "-c", f"set -e; {mounts}; hostname {site.name}; echo ready; exec sleep infinity"],
