@@ -296,11 +296,15 @@ class Lab:
         sh(*site.enter("/usr/sbin/sshd", "-f", str(d / "ssh/sshd_config"), "-E", str(d / "ssh/sshd.log")))
 
     def _build(self, site: Site, variant: str, flows: int, images: Path | None) -> None:
+        engine_log = ""
         if images is not None:
             try:
-                daemon = site.daemon()
+                daemon, started = site.daemon(), time.monotonic()
                 daemon.start()
+                loading = time.monotonic()
                 daemon.docker("load", "-q", "-i", str(images), timeout=900)
+                engine_log = (f"engine: dockerd answered in {loading - started:.1f}s, "
+                              f"images loaded in {time.monotonic() - loading:.1f}s\n")
             except engine.EngineError as exc:
                 raise LabError(f"{site.name}: {exc}") from None
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
@@ -309,7 +313,7 @@ class Lab:
                           "--db-password-file", str(site.dir / "db_password"),
                           "--admin-password-file", str(self.root / "admin_password"))
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-        (site.dir / "build.log").write_text(proc.stdout + proc.stderr)
+        (site.dir / "build.log").write_text(engine_log + proc.stdout + proc.stderr)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise LabError(f"{site.name} ({variant}): build failed — see {site.dir / 'build.log'}\n{tail}")
