@@ -425,7 +425,9 @@ def build_images(rootfs: Path, tarball: Path) -> None:
     try:
         holder = subprocess.Popen(
             ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-             f"set -e; ip link set lo up; {cgroup_mounts_script()}; echo ready; exec sleep infinity"],
+             f"set -e; ip link set lo up; {cgroup_mounts_script()}; mkdir {work}/etc-docker; "
+             f"mount --bind {work}/etc-docker /etc/docker; mount -t tmpfs -o mode=755 run /run; "  # dockerd writes both
+             "echo ready; exec sleep infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
         if holder.stdout.readline().strip() != "ready":
