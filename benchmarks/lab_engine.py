@@ -41,10 +41,22 @@ def lab_memory(lab: Lab) -> float:
     return total / 1024
 
 
-def up_down(name: str, sites: int, flows: int, eng: str) -> float:
-    up = run(invoke("lab.up", "--name", name, "--sites", str(sites), "--flows", str(flows), "--engine", eng)).check()
-    run(invoke("lab.down", "--name", name)).check()
+def up_down(lab: Lab, sites: int, flows: int, eng: str, measure=None) -> float:
+    """Seconds `lab.up` took; MEASURE(lab) runs while the lab is up."""
+    up = run(invoke("lab.up", "--name", lab.name, "--sites", str(sites), "--flows", str(flows), "--engine", eng)).check()
+    if measure:
+        measure(lab)
+    down = run(invoke("lab.down", "--name", lab.name)).check()
+    print(f"   {eng:8} lab.up --sites {sites}: {up.seconds:.1f}s   (lab.down {down.seconds:.1f}s)")
     return up.seconds
+
+
+def memory(lab: Lab) -> None:
+    mib = lab_memory(lab)
+    n = len(lab.sites())
+    print(f"   docker   the {n}-site lab holds {mib:.0f} MiB (PSS), {mib / n:.0f} MiB a site")
+    loads = [s.dir.joinpath("build.log").read_text().splitlines()[0] for s in lab.sites()]
+    print("   " + "\n   ".join(f"{s.name}: {line}" for s, line in zip(lab.sites(), loads, strict=True)))
 
 
 def main(argv=None) -> int:
@@ -63,20 +75,14 @@ def main(argv=None) -> int:
         engine.ensure_images(log=lambda m: print("   " + m))  # warm before timing
         for eng in ("standin", "docker"):
             for n in (1, args.sites):
-                t[eng, n] = up_down(args.name, n, args.flows, eng)
-                print(f"   {eng:8} lab.up --sites {n}: {t[eng, n]:.1f}s")
-        run(invoke("lab.up", "--name", args.name, "--sites", str(args.sites), "--flows", str(args.flows),
-                   "--engine", "docker")).check()
-        mib = lab_memory(lab)
-        print(f"   docker   {args.sites}-site lab holds {mib:.0f} MiB (PSS), {mib / args.sites:.0f} MiB a site")
-        run(invoke("lab.down", "--name", args.name)).check()
+                t[eng, n] = up_down(lab, n, args.flows, eng, memory if (eng, n) == ("docker", args.sites) else None)
         if not args.no_cold:
             engine.images_tarball().unlink(missing_ok=True)
             if args.cold_rootfs:
                 for rootfs in engine.CACHE.glob("rootfs-*.tar"):
                     rootfs.unlink()
-            t["cold", 1] = up_down(args.name, 1, args.flows, "docker")
-            print(f"   docker   lab.up --sites 1, image cache cold: {t['cold', 1]:.1f}s")
+            print("   (next: image cache cold)")
+            t["cold", 1] = up_down(lab, 1, args.flows, "docker")
     finally:
         lab.down(log=lambda *_: None)
     n = args.sites

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import engine
-from tests.lab.docker_texts import UNREACHABLE_REGISTRY
+from tests.lab.docker_texts import NO_SUCH_IMAGE, UNREACHABLE_REGISTRY
 from tests.lab.lab import LAB_BASE, Lab, ssh
 
 pytestmark = pytest.mark.lab
@@ -28,7 +28,7 @@ FATAL = 'could not access file "timescaledb": No such file or directory'
 
 
 def machine_network_settings() -> str:
-    """What a daemon in the machine's own namespace would change: forwarding and the firewall."""
+    """What a daemon in the machine's own namespace would change: forwarding and the firewall,"""
     forwarding = [f"{p}={Path(p).read_text().strip()}" for p in (
         "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/forwarding",
         "/proc/sys/net/ipv4/conf/default/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding",
@@ -36,7 +36,10 @@ def machine_network_settings() -> str:
     rules = [subprocess.run(argv, capture_output=True, text=True).stdout
              for argv in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]) if os.path.exists(
                  f"/usr/sbin/{argv[0]}")]
-    return "\n".join(forwarding + [re.sub(r"^#.*\n", "", r, flags=re.M) for r in rules])
+    # and what a daemon sharing the machine's /run or /etc/docker would leave there
+    traces = [f"{p}: {sorted(os.listdir(p)) if os.path.isdir(p) else os.path.exists(p)}"
+              for p in ("/run/docker", "/run/containerd", "/run/docker.sock", "/etc/docker")]
+    return "\n".join(forwarding + traces + [re.sub(r"^#.*\n", "", r, flags=re.M) for r in rules])
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,7 @@ DIFFERENTIAL = (
 )
 STDERR = {
     "docker inspect nope": r"Error: No such object: nope\n",
-    "docker image inspect nosuch:1": r"Error( response from daemon)?: No such image: nosuch:1\n",
+    "docker image inspect nosuch:1": NO_SUCH_IMAGE.format("nosuch:1") + r"\n",
     "docker pull postgres:16-alpine": UNREACHABLE_REGISTRY.pattern + r"\n",
 }
 EXIT = {"cd /root/netmon && docker compose pull db": {18, 1}}
