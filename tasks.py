@@ -254,8 +254,11 @@ def _lab():
     "latency": "one-way delay in ms on every site's SSH (a relay on 127.0.0.1 per site; default: none)",
     "jitter": "± ms of random variation on --latency (bytes are never reordered); default 0",
     "ingest-rate": "flow rows a second each site's backend writes; default light (3), so 8-site labs fit on 2 cores",
+    "engine": "standin (the docker CLI stand-in) or docker (a real Docker Engine per site); "
+              "default $NETMON_LAB_ENGINE, else standin",
 })
-def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency="", jitter="", ingest_rate=""):
+def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency="", jitter="", ingest_rate="",
+       engine=""):
     """Bring up N stand-in NetMon servers (clears what an earlier run of this lab left)."""
     if variant and variants:
         raise Exit("lab.up: give --variant or --variants, not both", code=2)
@@ -271,7 +274,7 @@ def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency
     lab = _lab()
     try:
         lab.Lab(name).up(sites=int(sites), flows=int(flows), variants=chosen, latency_ms=latency_ms, jitter_ms=jitter_ms,
-                         ingest_rate=rate)
+                         ingest_rate=rate, engine_name=engine or None)
     except lab.LabError as exc:
         raise Exit(f"lab.up: {exc}", code=1) from None
 

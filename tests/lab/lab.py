@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from . import relay
+from . import engine, relay
 from .images import build_timescaledb_image
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,7 @@ VARIANTS = (
     "plain-image-missing",
     "third-hypertable",
 )
+ENGINES = ("standin", "docker")  # the docker CLI stand-in, or a real Docker Engine per site (engine.py)
 MAX_SITES = 60
 BUILD_WORKERS = 3
 
@@ -92,12 +93,16 @@ class Site:
     def dir(self) -> Path:
         return LAB_BASE / self.lab / "sites" / self.name
 
+    @property
+    def cgroup_parent(self) -> str:
+        return f"/netmon-lab-{self.lab}-{self.name}"
+
+    def daemon(self) -> engine.Daemon:
+        """The site's own dockerd (engine docker), entered through the site's namespaces."""
+        return engine.Daemon(self.dir / "engine", self.enter(), self.cgroup_parent)
+
     def holder_pid(self) -> int | None:
-        try:
-            pid = int((self.dir / "holder.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if Path(f"/proc/{pid}").exists() else None
+        return engine.live_pid(self.dir / "holder.pid")
 
     def enter(self, *argv: str) -> list[str]:
         """The argv that runs a command inside the site: its network, mount and UTS namespaces."""
@@ -182,19 +187,38 @@ class Lab:
         except (OSError, ValueError, KeyError):
             return {}
 
+    def engine(self) -> str:
+        try:
+            return json.loads((self.root / "lab.json").read_text()).get("engine", "standin")
+        except (OSError, ValueError):
+            return "standin"
+
     # -- up ----------------------------------------------------------------------------------
     def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print,
-           latency_ms: float | None = None, jitter_ms: float = 0.0, ingest_rate: float | None = None) -> None:
+           latency_ms: float | None = None, jitter_ms: float = 0.0, ingest_rate: float | None = None,
+           engine_name: str | None = None) -> None:
         """``latency_ms`` (None: none): every site's SSH is reached through a relay on 127.0.0.1 that
         delays each byte that long (± ``jitter_ms``) each way (relay.py). ``ingest_rate``: flow rows a
-        second each backend writes (None: the backend stand-in's light default)."""
+        second each backend writes (None: the backend stand-in's light default). ``engine_name``:
+        "standin" or "docker"; by default $NETMON_LAB_ENGINE, else "standin" (so a whole test run can
+        move to the real engine without changing its fixtures)."""
         variants = plan_variants(sites, variants)
         if latency_ms is None and jitter_ms:
             raise LabError("--jitter needs --latency")
         if latency_ms is not None and not (0 <= jitter_ms <= latency_ms):
             raise LabError(f"--latency {latency_ms} --jitter {jitter_ms}: use 0 <= jitter <= latency")
+        engine_name = engine_name or os.environ.get("NETMON_LAB_ENGINE") or "standin"
+        if engine_name not in ENGINES:
+            raise LabError(f"unknown engine {engine_name!r} — choose from {', '.join(ENGINES)}")
         check_host()
         started = time.monotonic()
+        images = None
+        if engine_name == "docker":
+            try:
+                engine.check_engine()
+                images = engine.ensure_images(log)
+            except engine.EngineError as exc:
+                raise LabError(str(exc)) from None
         self.down(log=lambda *_: None)
         LAB_BASE.mkdir(parents=True, exist_ok=True)
         with (LAB_BASE / ".alloc.lock").open("w") as lock:  # labs made at the same time get different subnets
@@ -202,19 +226,27 @@ class Lab:
             octet = free_octet()
             self.root.mkdir(parents=True)
             (self.root / "lab.json").write_text(json.dumps({
-                "sites": sites, "octet": octet, "flows": flows,
+                "sites": sites, "octet": octet, "flows": flows, "engine": engine_name,
                 "variants": {f"lab{i + 1}": v for i, v in enumerate(variants)}}))
         shutil.copytree(HERE / "standin", self.root / "standin", ignore=shutil.ignore_patterns("__pycache__"))
         for script in ("build.py", "seed.py"):
             shutil.copy2(HERE / script, self.root / script)
-        build_timescaledb_image(self.root / "images" / "timescaledb")
+        if images is None:
+            build_timescaledb_image(self.root / "images" / "timescaledb")
+        else:
+            (self.root / "bin").mkdir()
+            plugin = engine.compose_plugin()
+            try:
+                os.link(plugin, self.root / "bin/docker-compose")
+            except OSError:
+                shutil.copy2(plugin, self.root / "bin/docker-compose")
         self._write_client_secrets()
         all_sites = self.sites()
         for site in all_sites:
-            self._make_host(site)
+            self._make_host(site, images)
         log(f"lab {self.name}: {sites} site(s) have hosts and sshd ({time.monotonic() - started:.1f}s); building NetMon installs")
         with ThreadPoolExecutor(BUILD_WORKERS) as pool:
-            futures = {pool.submit(self._build, site, variants[site.index - 1], flows, ingest_rate): site
+            futures = {pool.submit(self._build, site, variants[site.index - 1], flows, images, ingest_rate): site
                        for site in all_sites}
             for fut, site in futures.items():
                 fut.result()
@@ -245,19 +277,28 @@ class Lab:
         # /root or /tmp (theirs are private): it reads the lab's own copy.
         write_secret(self.root / "admin_password", password)
 
-    def _make_host(self, site: Site) -> None:
-        """Namespaces, veth, addresses, private mounts and sshd: a host that answers on port 22."""
+    def _make_host(self, site: Site, images: Path | None) -> None:
+        """Namespaces, veth, addresses, private mounts and sshd: a host that answers on port 22.
+        IMAGES (engine docker): the site also gets cgroups, its own /run and /etc/docker, for dockerd."""
         d = site.dir
-        for sub in ("root/.ssh", "root/netmon", "tmp", "etc", "sbin", "docker", "ssh"):
+        for sub in ("root/.ssh", "root/netmon", "tmp", "etc/docker", "sbin", "docker", "ssh"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "root", 0o700)
         os.chmod(d / "tmp", 0o1777)  # noqa: S103 — a /tmp is world-writable and sticky
         (d / "etc/hosts").write_text(
             f"127.0.0.1\tlocalhost {site.name}\n127.0.0.1\tdb redis backend frontend nginx\n::1\tlocalhost\n")
+        # No name server: nothing in a site resolves (or sends to) an outside name, so no registry answers.
+        (d / "etc/resolv.conf").write_text("# NetMon lab site: no name server\n")
         wrapper = d / "sbin/docker"
-        wrapper.write_text(
-            "#!/bin/sh\n# The NetMon lab's docker stand-in (tests/lab/standin/docker.py).\n"
-            f"NETMON_LAB_SITE={d} NETMON_LAB={self.root} exec /usr/bin/python3 {self.root}/standin/docker.py \"$@\"\n")
+        if images is None:
+            wrapper.write_text(
+                "#!/bin/sh\n# The NetMon lab's docker stand-in (tests/lab/standin/docker.py).\n"
+                f"NETMON_LAB_SITE={d} NETMON_LAB={self.root} exec /usr/bin/python3 {self.root}/standin/docker.py \"$@\"\n")
+        else:
+            wrapper.write_text("#!/bin/sh\n# The site's own Docker Engine (tests/lab/engine.py).\n"
+                               f"DOCKER_HOST=unix://{d}/engine/docker.sock exec {engine.DOCKER} \"$@\"\n")
+            (d / "root/.docker/cli-plugins").mkdir(parents=True)
+            os.symlink(self.root / "bin/docker-compose", d / "root/.docker/cli-plugins/docker-compose")
         wrapper.chmod(0o755)
         shutil.copy(self.key.with_suffix(".pub"), d / "root/.ssh/authorized_keys")
         os.chmod(d / "root/.ssh/authorized_keys", 0o600)
@@ -275,8 +316,11 @@ class Lab:
                     ["ip", "link", "set", "lo", "up"]):
             sh("ip", "netns", "exec", site.netns, *cmd)
         mounts = "; ".join(f"mount --bind {d / src} {dst}" for src, dst in (
-            ("root", "/root"), ("tmp", "/tmp"), ("etc/hosts", "/etc/hosts"), ("sbin", "/usr/local/sbin"),
-            ("sbin", "/usr/local/bin")))  # a NetMon server has no docker client or tools of this machine's
+            ("root", "/root"), ("tmp", "/tmp"), ("etc/hosts", "/etc/hosts"), ("etc/resolv.conf", "/etc/resolv.conf"),
+            ("sbin", "/usr/local/sbin"), ("sbin", "/usr/local/bin")))  # no docker client or tools of this machine's
+        if images is not None:
+            mounts = (f"{engine.cgroup_mounts_script()}; {mounts}; mount --bind {d / 'etc/docker'} /etc/docker; "
+                      "mount -t tmpfs -o mode=755 run /run; mkdir -m 755 /run/sshd /run/lock")
         holder = subprocess.Popen(
             ["ip", "netns", "exec", site.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
              "/bin/sh", "-c", f"set -e; {mounts}; hostname {site.name}; echo ready; exec sleep infinity"],
@@ -289,7 +333,19 @@ class Lab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         sh(*site.enter("/usr/sbin/sshd", "-f", str(d / "ssh/sshd_config"), "-E", str(d / "ssh/sshd.log")))
 
-    def _build(self, site: Site, variant: str, flows: int, ingest_rate: float | None = None) -> None:
+    def _build(self, site: Site, variant: str, flows: int, images: Path | None,
+               ingest_rate: float | None = None) -> None:
+        engine_log = ""
+        if images is not None:
+            try:
+                daemon, started = site.daemon(), time.monotonic()
+                daemon.start()
+                loading = time.monotonic()
+                daemon.docker("load", "-q", "-i", str(images), timeout=900)
+                engine_log = (f"engine: dockerd answered in {loading - started:.1f}s, "
+                              f"images loaded in {time.monotonic() - loading:.1f}s\n")
+            except engine.EngineError as exc:
+                raise LabError(f"{site.name}: {exc}") from None
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
                "LANG": "C.UTF-8", "NETMON_LAB": str(self.root)}
         argv = site.enter("/usr/bin/python3", str(self.root / "build.py"), "--variant", variant, "--flows", str(flows),
@@ -297,7 +353,7 @@ class Lab:
                           "--admin-password-file", str(self.root / "admin_password"),
                           *(["--ingest-rate", str(ingest_rate)] if ingest_rate is not None else []))
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-        (site.dir / "build.log").write_text(proc.stdout + proc.stderr)
+        (site.dir / "build.log").write_text(engine_log + proc.stdout + proc.stderr)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise LabError(f"{site.name} ({variant}): build failed — see {site.dir / 'build.log'}\n{tail}")
@@ -343,12 +399,21 @@ class Lab:
         prefix = f"nl-{self.name}-"
         namespaces = [n.split()[0] for n in sh("ip", "netns", "list", check=False).stdout.splitlines()
                       if n.startswith(prefix)]
+        sites = self.sites()
+        if self.engine() == "docker":  # each daemon stops its containers first, as on a shutdown
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda s: engine.Daemon(s.dir / "engine", [], s.cgroup_parent).stop(), sites))
         pids = set()
         for ns in namespaces:
             pids |= {int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()}
         relay.stop(self.relay_dir)
         pids |= lab_processes(self.root)
         stop_processes(pids)
+        try:
+            for site in sites:
+                engine.remove_cgroups(site.cgroup_parent)
+        except engine.EngineError as exc:
+            raise LabError(f"lab {self.name}: {exc}") from None
         for ns in namespaces:
             sh("ip", "netns", "del", ns, check=False)
         meta_octet = None
@@ -362,6 +427,9 @@ class Lab:
                 if re.fullmatch(rf"nl{meta_octet}h\d+", name):
                     sh("ip", "link", "del", name, check=False)
         if self.root.exists():
+            with ThreadPoolExecutor(8) as pool:  # an engine site's data root holds its images' files: in parallel
+                list(pool.map(lambda d: sh("rm", "-rf", "--one-file-system", str(d), check=False),
+                              list((self.root / "sites").glob("*")) if (self.root / "sites").is_dir() else []))
             shutil.rmtree(self.root)
         for f in ("ssh_config", "known_hosts", "hosts.yml", "admin_password", "id_ed25519", "id_ed25519.pub"):
             (self.run_dir / f).unlink(missing_ok=True)
@@ -495,6 +563,15 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 MaxSessions 32
 MaxStartups 64:30:128
 """
+
+
+def ssh(lab: Lab, site: str, cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """CMD run on SITE over the lab's real SSH, as a client would; CHECK: a failure raises."""
+    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, cmd], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{site}: {cmd!r} exited {proc.returncode}: {proc.stderr}")
+    return proc
 
 
 def write_secret(path: Path, value: str) -> None:
