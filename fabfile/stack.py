@@ -25,8 +25,10 @@ def wait_ready(site: SiteSettings) -> Command:
 
 
 def start_db(site: SiteSettings) -> list[Command]:
-    """(Re)create the db container from the compose file as it now is, and wait for it."""
-    return [Command(cmds.compose(site, "up", "-d", "--no-build", "db"), what="start the database"), wait_ready(site)]
+    """(Re)create the db container from the compose file as it now is, and wait for it; never a pull
+    (the image was made present before the downtime)."""
+    return [Command(cmds.compose(site, "up", "-d", "--pull", "never", "--no-build", "db"), what="start the database"),
+            wait_ready(site)]
 
 
 def health_url(site: SiteSettings) -> str:
@@ -42,7 +44,7 @@ def wait_health(site: SiteSettings) -> Command:
 def start_app(site: SiteSettings, build: bool = False) -> list[Command]:
     """Start the other services from images already there (built before the downtime); only the
     ones whose definition changed are recreated. ``build`` builds first (a finishing run)."""
-    args = ["up", "-d", "--build" if build else "--no-build", *APP_SERVICES]
+    args = ["up", "-d", "--pull", "never", "--build" if build else "--no-build", *APP_SERVICES]
     return [Command(cmds.compose(site, *args), what="start redis, backend, frontend, nginx", timeout=site.command_timeout),
             wait_health(site)]
 
