@@ -21,7 +21,7 @@ from tests.lab import engine
 from tests.lab.docker_texts import NO_SUCH_IMAGE, UNREACHABLE_REGISTRY
 from tests.lab.lab import LAB_BASE, Lab, ssh
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
 
 PSQL = "docker exec netmon-db psql -U netmon -d netmon -X -tAc"
 FATAL = 'could not access file "timescaledb": No such file or directory'
