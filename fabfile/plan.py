@@ -367,6 +367,7 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         if opts.safety_dump:
             check = dumps.sealed_probe(plan.safety_dump)
             check.what = f"its copy {plan.safety_dump} is there and matches its sha256"
+            check.changes = True  # a step's guard: it runs when the step does (a dry run has no copy to check)
             plan.steps.append(Step("drop-old", f"drop the old database {old} (its copy: {plan.safety_dump})",
                                    [check, *database.drop_database_commands(site, [old])]))
         else:

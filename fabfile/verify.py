@@ -118,7 +118,7 @@ def verify_state(runner, site: SiteSettings, state: SiteState, password: str | N
     checks.append(Check(f"timescaledb extension in {site.db_name} (runbook 2)", "0",
                         unknown or ("?" if ext_app is None else str(int(bool(ext_app)))), not unknown and ext_app is False))
     unknown = _unknown(state, "databases", "ext:postgres", "ext:template1", "app")
-    kept = [d for d in state.extension_dbs if d in state.kept_dbs]
+    kept = state.kept_dbs  # old databases a restore kept on purpose: they may still hold it
     dbs = [d for d in state.extension_dbs if d not in kept]
     actual = unknown or ", ".join(dbs) or "none"
     if kept and not unknown:
