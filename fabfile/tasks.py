@@ -88,10 +88,11 @@ def backup(c, download=None, inventory=None):
     "timeout": "timeout in seconds for any one remote command (default: fab -T, else 1800)",
     "inventory": INVENTORY_HELP,
     "report": REPORT_HELP,
+    "json": "with --dry-run: print the plan as JSON (every step, command and check), nothing else",
 })
 @as_exit
 def rollback(c, mode=None, dump=None, commit=None, yes=False, dry_run=False, no_safety_dump=False, timeout=None,
-             inventory=None, report=None):
+             inventory=None, report=None, json=False):
     """Roll the server back from TimescaleDB to plain PostgreSQL (--mode=clean|restore)."""
     if not mode:
         raise InputError("no mode given — use --mode=clean or --mode=restore")
@@ -102,9 +103,16 @@ def rollback(c, mode=None, dump=None, commit=None, yes=False, dry_run=False, no_
     opts = RollbackOptions(mode=mode, dump=dump, commit=commit, yes=yes, dry_run=dry_run or _fab_dry(c),
                            safety_dump=not no_safety_dump, timeout=seconds)
     opts.validate()
+    if json and not opts.dry_run:
+        raise InputError("--json prints the plan of a dry run — add --dry-run")
     c, site = _site(c, inventory)
-    printer = Printer(site.name)
+    printer = Printer(site.name, quiet=json)
     result = procedures.rollback_site(c, site, opts, printer=printer)
+    if json:
+        plan = result.data.get("json_plan") or {"site": site.name, "summary": result.summary, "steps": []}
+        print(dumps_json(plan if result.ok else {"site": site.name, "error": result.error}))
+        _finish(result)
+        return
     _report(result, report, printer)
     _finish(result)
 

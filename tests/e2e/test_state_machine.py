@@ -276,6 +276,12 @@ def test_a_dry_run_prints_exactly_what_the_real_run_runs(others, site, mode, tmp
     lab = others
     dry = fab(lab, site, "rollback", f"--mode={mode}", "--dry-run")
     assert dry.returncode == 0, dry.stderr
+    as_json = fab(lab, site, "rollback", f"--mode={mode}", "--dry-run", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    plan = json.loads(as_json.stdout)  # the plan as data: the same commands, in the same order
+    stamp0 = re.compile(r"\d{8}_\d{6}")
+    assert [stamp0.sub("TS", c["cmd"]) for st in plan["steps"] for c in st["commands"]] == \
+        [stamp0.sub("TS", c) for c in _plan_commands(dry.stdout)]
     out = fab(lab, site, "rollback", f"--mode={mode}", "--yes", env={"NETMON_AUDIT_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     records = [json.loads(ln) for p in sorted(tmp_path.glob("audit_*.jsonl")) for ln in p.read_text().splitlines()]
