@@ -131,9 +131,7 @@ class ServerLock:
         while not self._stop.wait(HEARTBEAT):
             try:
                 self.channel.sendall(b"hb\n")
-            except (OSError, EOFError, AttributeError):
-                return
-            except Exception:  # noqa: BLE001 - a dead transport raises paramiko's own errors; the run notices itself
+            except Exception:  # noqa: BLE001 - a dead transport raises OSError or paramiko's own errors; the run notices itself
                 return
 
     def release(self) -> None:
