@@ -236,6 +236,29 @@ def test_drop_extension_cascade_leaves_empty_plain_roots(server):
     assert q("SELECT count(*) FROM ONLY flow_records", db="dropext") == "1"
 
 
+def test_row_triggers_reach_every_chunk_old_and_new(server):
+    """A row trigger made on a hypertable fires for rows in its chunks, including chunks made after it
+    (TimescaleDB clones it onto each chunk); DROP TRIGGER takes the clones away (test/sql/triggers.sql)."""
+    migrated_database(server, "triggers")
+    q = server.value
+    server.psql("""
+CREATE TABLE changes (slice timestamptz);
+CREATE FUNCTION log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO changes VALUES (date_trunc('day', COALESCE(NEW."timestamp", OLD."timestamp"))); RETURN NULL; END $$;
+CREATE TRIGGER capture AFTER INSERT OR UPDATE OR DELETE ON flow_records FOR EACH ROW EXECUTE FUNCTION log_change();
+INSERT INTO flow_records ("timestamp", bytes) VALUES (now() - interval '1 day', 1), (now() + interval '30 days', 2);
+UPDATE flow_records SET bytes = 3 WHERE bytes = 10;
+DELETE FROM flow_records WHERE bytes = 11;
+""", db="triggers")
+    assert q("SELECT count(*) FROM changes", db="triggers") == "4"
+    chunks = int(q("SELECT count(*) FROM show_chunks('flow_records')", db="triggers"))
+    assert q("SELECT count(*) FROM pg_trigger WHERE tgname = 'capture'", db="triggers") == str(chunks + 1)
+    server.psql("DROP TRIGGER capture ON flow_records", db="triggers")
+    assert q("SELECT count(*) FROM pg_trigger WHERE tgname = 'capture'", db="triggers") == "0"
+    server.psql("INSERT INTO flow_records (bytes) VALUES (4)", db="triggers")
+    assert q("SELECT count(*) FROM changes", db="triggers") == "4"
+
+
 def test_plain_image_refuses_the_preload_and_the_extensions_ddl(server):
     migrated_database(server, "plain")
     server.stop()

@@ -16,7 +16,7 @@
 --     DDL fails on the plain image until they are disabled. On the TimescaleDB image they forget
 --     dropped hypertables, chunks and continuous aggregates, refuse DROP VIEW of a continuous
 --     aggregate (0A000), follow a hypertable's ALTER TABLE ... RENAME / SET SCHEMA in the catalog,
---     and send a hypertable's new constraints and indexes to its chunks.
+--     and send a hypertable's new constraints, indexes and row triggers to its chunks (DROP TRIGGER too).
 --   * TimescaleDB's utility hook acts before PostgreSQL sees a statement, which no event trigger
 --     can; a third, lab-only trigger (timescaledb_stand_in_ddl_start, ddl_command_start, silent on
 --     the plain image) does its part for DROP MATERIALIZED VIEW of a continuous aggregate (dropped,
@@ -386,6 +386,7 @@ DECLARE
   ch _timescaledb_catalog.chunk;
   con record;
   idx record;
+  trg record;
   constraint_name name;
   was_internal boolean := _timescaledb_functions.stand_in_is_internal();
 BEGIN
@@ -403,6 +404,15 @@ BEGIN
     INSERT INTO _timescaledb_catalog.chunk_constraint (chunk_id, dimension_slice_id, constraint_name,
       hypertable_constraint_name) VALUES (ch.id, NULL, constraint_name, con.conname);
   END LOOP;
+  -- Row triggers (not the insert blocker) are cloned onto every chunk, as ts_trigger_create_all_on_chunk does.
+  FOR trg IN SELECT t.tgname, pg_get_triggerdef(t.oid) AS def FROM pg_trigger t
+             WHERE t.tgrelid = root AND NOT t.tgisinternal AND t.tgname <> 'ts_insert_blocker'
+               AND (t.tgtype & 1) = 1
+               AND NOT EXISTS (SELECT 1 FROM pg_trigger c WHERE c.tgname = t.tgname
+                               AND c.tgrelid = format('%I.%I', ch.schema_name, ch.table_name)::regclass)
+             ORDER BY t.oid LOOP
+    EXECUTE regexp_replace(trg.def, ' ON \S+ ', format(' ON %I.%I ', ch.schema_name, ch.table_name));
+  END LOOP;
   FOR idx IN SELECT c.relname, pg_get_indexdef(i.indexrelid) AS def FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
              WHERE i.indrelid = root AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
                AND to_regclass(format('%I.%I', ch.schema_name, ch.table_name || '_' || c.relname)) IS NULL
@@ -414,9 +424,10 @@ BEGIN
 END $$;
 
 -- ts_insert_blocker's function. Real TimescaleDB routes rows in its planner and this trigger only
--- fires when the library is not loaded; here it does the routing and returns NULL.
+-- fires when the library is not loaded; here it does the routing and returns NULL. No SET search_path:
+-- the chunk's own triggers (cloned from the hypertable's) run with the inserting session's, as for real.
 CREATE FUNCTION _timescaledb_functions.insert_blocker() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
   ht_id integer;
   time_column name;
@@ -466,6 +477,23 @@ BEGIN
     END IF;
   END LOOP;
   RETURN NULL;
+END $$;
+
+-- After a DROP TRIGGER of a hypertable's trigger: its clones on the chunks go too.
+CREATE FUNCTION _timescaledb_functions.stand_in_drop_chunk_triggers() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  t record;
+BEGIN
+  FOR t IN SELECT o.address_names[3] AS tgname, ch.schema_name, ch.table_name
+           FROM pg_event_trigger_dropped_objects() o
+           JOIN _timescaledb_catalog.hypertable h
+             ON h.schema_name = o.address_names[1] AND h.table_name = o.address_names[2]
+           JOIN _timescaledb_catalog.chunk ch ON ch.hypertable_id = h.id
+           WHERE o.object_type = 'trigger' AND cardinality(o.address_names) = 3
+             AND to_regclass(format('%I.%I', ch.schema_name, ch.table_name)) IS NOT NULL LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I.%I', t.tgname, t.schema_name, t.table_name);
+  END LOOP;
 END $$;
 
 -- After a DROP: forget catalog rows whose tables are gone, as TimescaleDB's sql_drop handler does.
@@ -560,17 +588,20 @@ BEGIN
       RAISE EXCEPTION 'cannot drop continuous aggregate using DROP VIEW' USING ERRCODE = 'feature_not_supported',
         HINT = 'Use DROP MATERIALIZED VIEW to drop a continuous aggregate.';
     END IF;
+    PERFORM _timescaledb_functions.stand_in_drop_chunk_triggers();
     PERFORM _timescaledb_functions.stand_in_forget_dropped();
   ELSE
     IF TG_TAG = 'ALTER TABLE' THEN
       PERFORM _timescaledb_functions.stand_in_after_alter_table();
     END IF;
-    IF TG_TAG IN ('ALTER TABLE', 'CREATE INDEX') AND NOT _timescaledb_functions.stand_in_is_internal() THEN
+    IF TG_TAG IN ('ALTER TABLE', 'CREATE INDEX', 'CREATE TRIGGER') AND NOT _timescaledb_functions.stand_in_is_internal() THEN
       -- New constraints and indexes of a hypertable reach its chunks, as TimescaleDB's hook sends them.
       PERFORM _timescaledb_functions.stand_in_copy_constraints(h.id, ch.id)
       FROM (SELECT DISTINCT CASE WHEN d.object_type = 'index'
-                 THEN (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = d.objid) ELSE d.objid END AS relid
-            FROM pg_event_trigger_ddl_commands() d WHERE d.classid = 'pg_class'::regclass) t
+                 THEN (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = d.objid)
+                 WHEN d.classid = 'pg_trigger'::regclass THEN (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = d.objid)
+                 ELSE d.objid END AS relid
+            FROM pg_event_trigger_ddl_commands() d WHERE d.classid IN ('pg_class'::regclass, 'pg_trigger'::regclass)) t
       JOIN pg_class c ON c.oid = t.relid
       JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN _timescaledb_catalog.hypertable h ON h.schema_name = n.nspname AND h.table_name = c.relname
@@ -1075,6 +1106,26 @@ BEGIN
     PERFORM _timescaledb_functions.stand_in_forget_dropped();
     RETURN NEXT format('%I.%I', ch.chunk_schema, ch.chunk_name);
   END LOOP;
+END $$;
+
+-- show_chunks(relation, older_than, newer_than): the chunks in time order (intervals only here).
+CREATE FUNCTION @extschema@.show_chunks(relation regclass, older_than interval DEFAULT NULL,
+                                        newer_than interval DEFAULT NULL) RETURNS SETOF regclass
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  ht _timescaledb_catalog.hypertable;
+BEGIN
+  PERFORM _timescaledb_functions.stand_in_library_check();
+  ht := _timescaledb_functions.stand_in_hypertable(relation);
+  IF ht.id IS NULL THEN
+    RAISE EXCEPTION '"%" is not a hypertable or a continuous aggregate', (SELECT relname FROM pg_class WHERE oid = relation)
+      USING ERRCODE = 'TS001', HINT = 'The operation is only possible on a hypertable or continuous aggregate.';
+  END IF;
+  RETURN QUERY SELECT format('%I.%I', c.chunk_schema, c.chunk_name)::regclass FROM timescaledb_information.chunks c
+    WHERE c.hypertable_schema = ht.schema_name AND c.hypertable_name = ht.table_name
+      AND (older_than IS NULL OR c.range_end <= now() - older_than)
+      AND (newer_than IS NULL OR c.range_start >= now() - newer_than)
+    ORDER BY c.range_start;
 END $$;
 
 -- Jobs --------------------------------------------------------------------------------------------
