@@ -164,7 +164,7 @@ def backup(c, sites="", group="", inventory="", json=False, parallel=DEFAULT_PAR
 
 @task(help={
     **FLEET_HELP,
-    "mode": "clean (drop flow tables, keep the rest) or restore (the pre-migration dump)",
+    "mode": "convert (every row kept, online), clean (drop flow tables, keep the rest) or restore (the pre-migration dump)",
     "dump": "restore: the dump's path on every server (default: each server's newest netmon_pre_tsdb_*.dump)",
     "commit": "git revision to revert the five files to (default: detected per server)",
     "yes": "do not ask for the one batch confirmation",

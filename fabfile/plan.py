@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import database, dumps, files, stack
+from . import convert, database, dumps, files, stack
 from . import journal as jn
 from .commands import Command, q
 from .dumps import DumpInfo
@@ -39,7 +39,7 @@ from .probes import (
     require_site,
 )
 
-MODES = ("clean", "restore")
+MODES = ("clean", "restore", "convert")
 #: facts every rollback plan needs read (an unknown one refuses the plan)
 PLAN_FACTS = ("databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb", "ps", "compose", "plain_image", "db")
 
@@ -59,7 +59,7 @@ class RollbackOptions:
 
     def validate(self) -> None:
         if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r} — use --mode=clean or --mode=restore")
+            raise InputError(f"unknown mode {self.mode!r} — use --mode=clean, --mode=restore or --mode=convert")
         if self.dump and self.mode != "restore":
             raise InputError("--dump only applies to --mode=restore — drop it or use --mode=restore")
         if self.timeout is not None and self.timeout <= 0:
@@ -67,6 +67,9 @@ class RollbackOptions:
         if self.mode == "clean" and not self.safety_dump:
             raise InputError("--no-safety-dump with --mode=clean would drop the flow tables with no copy of them — "
                              "drop --no-safety-dump (or use --mode=restore, which then keeps the old database)")
+        if self.mode == "convert" and not self.safety_dump:
+            raise InputError("--no-safety-dump with --mode=convert would drop the hypertables with only the converted "
+                             "tables as their copy — drop --no-safety-dump")
 
 
 @dataclass
@@ -105,6 +108,9 @@ class Plan:
     kept: list[str] = field(default_factory=list)
     revision: str | None = None
     task: str = "rollback"
+    #: run when one of ``undo_steps`` fails: the site goes back to serving exactly as before
+    undo: list[Command] = field(default_factory=list)
+    undo_steps: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         label = f"--mode={self.mode}" if self.mode in MODES else self.mode
@@ -115,6 +121,8 @@ class Plan:
                 lines.append(f"       $ {c.display()}")
             if step.replan:
                 lines.append("       (then the state is probed again, and the rest is planned, shown and confirmed)")
+            if step.key in self.undo_steps and step.key == self.undo_steps[-1]:
+                lines.append(f"       (if steps {', '.join(self.undo_steps)} fail: " + "; ".join(c.what for c in self.undo) + ")")
         for item in self.needs_person:
             lines.append(f"  ! needs a person: {item} still mentions TimescaleDB — revert it by hand")
         for db in self.kept:
@@ -124,14 +132,16 @@ class Plan:
     def to_dict(self) -> dict:
         return {"site": self.site, "mode": self.mode, "ts": self.ts, "task": self.task, "findings": self.findings,
                 "needs_person": self.needs_person, "safety_dump": self.safety_dump, "kept": self.kept,
-                "revision": self.revision, "steps": [s.to_dict() for s in self.steps]}
+                "revision": self.revision, "steps": [s.to_dict() for s in self.steps],
+                "undo": [c.to_dict() for c in self.undo], "undo_steps": self.undo_steps}
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
         return cls(site=data.get("site", "?"), mode=data.get("mode", "?"), ts=data.get("ts", ""),
                    steps=[Step.from_dict(s) for s in data.get("steps", [])], findings=list(data.get("findings", [])),
                    needs_person=list(data.get("needs_person", [])), safety_dump=data.get("safety_dump"),
-                   kept=list(data.get("kept", [])), revision=data.get("revision"), task=data.get("task", "rollback"))
+                   kept=list(data.get("kept", [])), revision=data.get("revision"), task=data.get("task", "rollback"),
+                   undo=[Command.from_dict(c) for c in data.get("undo", [])], undo_steps=list(data.get("undo_steps", [])))
 
     def commands(self) -> list[list[str]]:
         """What the plan would run, step by step (the fleet compares it with what it showed)."""
@@ -186,6 +196,10 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions, task: str = "ro
         if state.backup_free_kb is not None and need and state.backup_free_kb * 1024 < need:
             raise PreflightError(f"{site.backup_dir} has {state.backup_free_kb // 1024} MiB free, the safety dump may need "
                                  f"{need // 2**20} MiB — free space or use --no-safety-dump")
+        need = state.hypertable_bytes or 0
+        if opts.mode == "convert" and state.db_free_kb is not None and state.db_free_kb * 1024 < need:
+            raise PreflightError(f"the database volume has {state.db_free_kb // 1024} MiB free, convert's copies of the "
+                                 f"hypertables need about {need // 2**20} MiB — free space or use --mode=restore")
         if opts.mode == "restore" and state.db_free_kb is not None and state.db_free_kb * 1024 < state.db_size:
             raise PreflightError(f"the database volume has {state.db_free_kb // 1024} MiB free, the side restore may need "
                                  f"{state.db_size // 2**20} MiB — free space or use --mode=clean")
@@ -313,6 +327,10 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         raise PreflightError(f"database {site.db_name} is missing on {name} — run status and look (a half-done swap?)")
 
     plain = running_plain(site, state)
+    if opts.mode == "convert" and plain and (state.hypertables or state.caggs):
+        raise PreflightError(f"--mode=convert reads the hypertables through TimescaleDB, but the database on {name} runs "
+                             f"the plain image ({state.container(site.db_container).image or state.db_image}) — start it on "
+                             "the TimescaleDB image first, or use --mode=restore")
     if plain and state.timescale_anywhere:
         plan.findings.append("the database runs on the plain image: TimescaleDB's event triggers are disabled before any drop")
     plan.steps.extend(housekeeping_steps(site, state))
@@ -322,6 +340,18 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         plan.safety_dump, step = safety_dump_step(site, ts)
         plan.steps.append(step)
     side, old = f"{SIDE_PREFIX}{ts}", f"{OLD_PREFIX}{ts}"
+    srcs = convert.sources(state.hypertables, state.caggs) if opts.mode == "convert" else []
+    if srcs:
+        names = ", ".join(n for n, _ in srcs)
+        plan.steps += [
+            Step("convert-prepare", f"pause TimescaleDB's jobs; a plain copy table and a change log for {names}",
+                 convert.prepare_commands(site, srcs)),
+            Step("convert-copy", f"copy {names} into the plain tables through TimescaleDB while the stack serves",
+                 convert.copy_commands(site, srcs)),
+            Step("convert-check", "copy again what was written meanwhile; check every slice (row counts and checksums)",
+                 convert.check_commands(site, srcs)),
+        ]
+        plan.undo, plan.undo_steps = convert.undo_commands(site), ["convert-prepare", "convert-copy", "convert-check"]
     if opts.mode == "restore":
         assert pf.dump is not None
         plan.steps.append(Step("restore-side", f"restore {pf.dump.path} into side database {side} while the stack serves",
@@ -349,6 +379,11 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         if drops:
             plan.steps.append(Step("drop-flow-tables", f"drop flow tables and the timescaledb extension in {site.db_name}",
                                    drops, downtime=True))
+    elif opts.mode == "convert":
+        if srcs or state.extension.get(site.db_name):
+            plan.steps.append(Step("convert-switch", "last catch-up and check, old tables dropped, copies renamed in, "
+                                   "DROP EXTENSION timescaledb — one transaction", convert.switch_commands(site, srcs),
+                                   downtime=True, done=convert.switch_done_probe(site)))
     else:
         plan.steps.append(Step("swap", f"swap the restored database in ({site.db_name} → {old})",
                                database.swap_commands(site, side, old), downtime=True,

@@ -289,6 +289,8 @@ class SiteState:
     failed_jobs: int = 0
     table_count: int | None = None
     db_size: int | None = None
+    #: bytes the public hypertables' chunks hold (convert's copies need about as much)
+    hypertable_bytes: int | None = None
     ts_column: str = ""
     flow_age: float | None = None
     flow_query_error: str = ""
@@ -453,6 +455,9 @@ TSDB_SQL = [
     "WHERE hypertable_schema = 'public'",
     "SELECT 'cagg', view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'public'",
     "SELECT 'jobfail', count(*) FROM timescaledb_information.job_stats WHERE last_run_status = 'Failed'",
+    # what convert's copies take: the chunks with their indexes (a compressed chunk counts as stored)
+    "SELECT 'tssize', coalesce(sum(pg_total_relation_size(format('%I.%I', chunk_schema, chunk_name)::regclass)), 0) "
+    "FROM timescaledb_information.chunks WHERE hypertable_schema = 'public'",
 ]
 
 
@@ -561,6 +566,8 @@ def apply_tsdb_rows(state: SiteState, lines: list[str]) -> None:
             state.caggs.append(r[1])
         elif r[0] == "jobfail" and len(r) >= 2 and r[1].isdigit():
             state.failed_jobs = int(r[1])
+        elif r[0] == "tssize" and len(r) >= 2 and r[1].isdigit():
+            state.hypertable_bytes = int(r[1])
 
 
 def apply_db_probe(state: SiteState, text: str) -> None:

@@ -18,7 +18,7 @@ from . import database, dumps
 from .commands import Command, q
 from .connection import harden, open_checked
 from .dumps import DumpInfo
-from .errors import CommandFailed, InputError, PreflightError, Refused, RollbackError, VerifyFailed
+from .errors import CommandFailed, ConnectError, InputError, PreflightError, Refused, RollbackError, VerifyFailed
 from .inventory import SiteSettings, admin_password
 from .journal import append_command, new_run_id, now_iso, unfinished
 from .lock import ServerLock
@@ -52,6 +52,11 @@ NOTES = {
     "restore": [
         "Restored: the database is back to the pre-migration backup. Rows written after that backup are only in",
         "  the safety dump named below (a copy of the migrated database: it restores on a TimescaleDB server).",
+    ],
+    "convert": [
+        "Converted: every hypertable and continuous aggregate is a plain table with every row it held when the",
+        "  writers stopped (row counts and checksums checked per time slice before TimescaleDB was dropped).",
+        "  The safety dump named below is a copy of the database as it was before the convert.",
     ],
     "common": [
         "Retention: the application's scheduled_cleanup job (every 6 hours) deletes old rows with DELETE ... WHERE",
@@ -209,12 +214,33 @@ class _Run:
 
     def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
         self.plans.append(plan)
-        apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied)
+        try:
+            apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied)
+        except CommandFailed as err:
+            if plan.undo and self.runner.step in plan.undo_steps:
+                raise self.undo(plan, run_id, err) from err
+            raise
         replanned = bool(plan.steps) and plan.steps[-1].replan
         self.runner.step = "journal"
         records = [{"run": run_id, "event": "kept", "db": db, "at": now_iso()} for db in plan.kept]
         records.append({"run": run_id, "event": "end", "at": now_iso(), "replanned": replanned})
         self.runner.must(append_command(self.site.backup_dir, records))
+
+    def undo(self, plan: Plan, run_id: str, err: CommandFailed) -> CommandFailed:
+        """A step that may be undone failed: undo, and end the run in the journal (a rerun plans anew)."""
+        failed_step = self.runner.step
+        self.runner.step = "undo"
+        self.runner.printer.progress("undoing: " + "; ".join(c.what for c in plan.undo))
+        try:
+            for command in plan.undo:
+                self.runner.must(command)
+            self.runner.must(append_command(self.site.backup_dir, [
+                {"run": run_id, "event": "end", "at": now_iso(), "undone": failed_step}]))
+        except (CommandFailed, ConnectError) as again:
+            return CommandFailed(f"{err.message}; the undo failed too ({again.message}) — rerun the same command "
+                                 "to finish or undo it")
+        return CommandFailed(f"{err.message} — undone: TimescaleDB's jobs resumed and the copies dropped, {self.runner.site} "
+                             "serves on TimescaleDB as before; fix the cause and rerun")
 
     def data(self) -> dict:
         last = self.plans[-1] if self.plans else None

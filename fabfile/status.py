@@ -9,7 +9,7 @@ from .commands import Command, q
 from .inventory import SiteSettings
 from .journal import unfinished
 from .lock import parse_status
-from .probes import FLOW_TABLES, SiteState, has_timescaledb
+from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image
 from .report import human_age, human_size, table
 
 ROLLED_BACK = "rolled back"
@@ -118,9 +118,12 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
         parts.append(f"journal: {run.describe()} — rerun it to finish")
     for s in found:
         parts.append(f"signal: {s}")
+    advice = advised_mode(site, state)
     line = f"verdict: {verdict}"
     if verdict == PROBLEMS:
         line += " — rollback advised: " + "; ".join(found)
+        if advice:
+            parts.append(f"advised: {advice}")
     elif verdict == PARTIAL:
         line += " — rerun rollback to finish"
     elif verdict == UNKNOWN:
@@ -135,5 +138,23 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
         "git_head": state.git_head, "git_dirty": state.git_dirty, "pre_migration_commit": state.pre_migration_rev(),
         "unknown": state.unknown, "lock": holder.__dict__ if holder else None,
         "unfinished_run": run.describe() if run else None, "kept_databases": state.kept_dbs,
+        "advised": advice, "convert_needs_bytes": state.hypertable_bytes,
     }
     return "\n".join(parts), verdict, found, data
+
+
+def advised_mode(site: SiteSettings, state: SiteState) -> str:
+    """Convert keeps every row, and needs the database answering on the TimescaleDB image and room
+    on its volume for the copies; otherwise restore (or clean, without a backup)."""
+    image = state.container(site.db_container).image or state.db_image or ""
+    if state.db_answers and is_timescale_image(image) and (state.hypertables or state.caggs):
+        need, free = state.hypertable_bytes, state.db_free_kb
+        room = f"needs about {human_size(need)} on the database volume" if need is not None else "disk need unknown"
+        if need is not None and free is not None:
+            room += f" ({human_size(free * 1024)} free)"
+            if free * 1024 < need:
+                return f"--mode=restore: convert {room}, too little — free space to keep every row with convert"
+        return f"--mode=convert (keeps every row, online; {room})"
+    if state.backups:
+        return "--mode=restore (the database does not answer on the TimescaleDB image, so convert cannot read it)"
+    return "--mode=clean (no pre-migration backup, and convert needs the database on the TimescaleDB image)"

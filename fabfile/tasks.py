@@ -79,7 +79,8 @@ def backup(c, download=None, inventory=None):
 
 
 @task(auto_shortflags=False, help={
-    "mode": "clean (drop flow tables, keep everything else) or restore (the pre-migration dump)",
+    "mode": "convert (hypertables become plain tables, every row kept, online), clean (drop flow tables, keep the rest) "
+            "or restore (the pre-migration dump)",
     "dump": "restore: dump on the server (default: newest netmon_pre_tsdb_*.dump in backup_dir)",
     "commit": "git revision to revert the five files to (default: newest commit on the plain image)",
     "yes": "do not ask for confirmation",
@@ -93,9 +94,9 @@ def backup(c, download=None, inventory=None):
 @as_exit
 def rollback(c, mode=None, dump=None, commit=None, yes=False, dry_run=False, no_safety_dump=False, timeout=None,
              inventory=None, report=None, json=False):
-    """Roll the server back from TimescaleDB to plain PostgreSQL (--mode=clean|restore)."""
+    """Roll the server back from TimescaleDB to plain PostgreSQL (--mode=convert|clean|restore)."""
     if not mode:
-        raise InputError("no mode given — use --mode=clean or --mode=restore")
+        raise InputError("no mode given — use --mode=convert (keeps every row), --mode=clean or --mode=restore")
     try:
         seconds = int(timeout) if timeout is not None else None
     except ValueError:

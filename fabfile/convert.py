@@ -1,0 +1,352 @@
+"""Convert mode: every hypertable and continuous aggregate becomes a plain table holding every row,
+copied online through the hypertable while the TimescaleDB image runs (DESIGN.md §6).
+
+The work is done by a small toolkit of functions installed in the schema ``netmon_rollback`` of
+the app database (so each step is one short, readable call, and a rerun calls it again):
+
+- ``track``: a plain copy table ``netmon_rollback.<name>`` (hypertable: LIKE the root, with its
+  defaults, checks, identity, storage; aggregate: the application's own DDL for flow_summary_5m)
+  and, on a hypertable, a row trigger logging each time slice a write touches (TimescaleDB clones
+  row triggers onto every chunk);
+- ``copy``: the bulk copy, one slice (the chunk interval) per transaction, read through the
+  hypertable (compressed chunks are readable only that way), while the stack serves;
+- ``catch_up``: the logged slices re-copied idempotently (delete + insert in one transaction);
+- ``check``: per slice, row counts and an order-independent checksum of the rows, old against
+  copy; a slice that differs is re-copied once, then the run stops if it still differs;
+- ``switch``: foreign keys, grants and owner moved to the copy, owned sequences set aside, the
+  capture trigger dropped; then the old table (or aggregate) is dropped, the copy moved into
+  ``public``, and ``finish`` gives it the sequences.
+
+Jobs are paused first (their ids kept in ``netmon_rollback.paused``); :func:`undo_commands` resumes
+them and drops the toolkit if the run stops before the writers do. The switch runs in ONE
+transaction with the writers stopped: last catch-up, counts of every slice and checksums of the
+slices written since the online check, the drops, ``DROP EXTENSION timescaledb`` without CASCADE
+(an error there means something is left, and nothing was changed), the toolkit dropped.
+"""
+
+from __future__ import annotations
+
+from . import commands as cmds
+from .commands import Command, ident, literal
+from .expect import Expect
+from .inventory import SiteSettings
+
+SCHEMA = "netmon_rollback"
+#: NetMon's own table for the five-minute rollups (backend/app/main.py): the key its
+#: ``INSERT ... ON CONFLICT`` needs, and bigint sums where an aggregate gives numeric
+APP_TABLES = {
+    "flow_summary_5m": """(bucket timestamptz, device_id integer, src_ip inet, dst_ip inet, protocol smallint,
+        bytes bigint, packets bigint, flow_count bigint, PRIMARY KEY (bucket, device_id, src_ip, dst_ip, protocol))""",
+}
+
+_APP_DDL = " ".join(
+    f"WHEN {literal(name)} THEN EXECUTE format('CREATE TABLE IF NOT EXISTS netmon_rollback.%I {ddl}', nm);"
+    for name, ddl in APP_TABLES.items())
+
+TOOLKIT_SQL = r"""
+CREATE SCHEMA IF NOT EXISTS netmon_rollback;
+CREATE TABLE IF NOT EXISTS netmon_rollback.sources (src name PRIMARY KEY, kind text NOT NULL, time_column name,
+  width interval, pos serial);
+CREATE TABLE IF NOT EXISTS netmon_rollback.changes (id bigserial PRIMARY KEY, src name NOT NULL, slice timestamptz);
+CREATE TABLE IF NOT EXISTS netmon_rollback.touched (src name, slice timestamptz, PRIMARY KEY (src, slice));
+CREATE TABLE IF NOT EXISTS netmon_rollback.paused (job_id integer PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS netmon_rollback.owned (src name, seq regclass, col name, PRIMARY KEY (src, seq));
+
+CREATE OR REPLACE FUNCTION netmon_rollback.capture() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE w interval := TG_ARGV[2]::interval;
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    INSERT INTO netmon_rollback.changes (src, slice)
+    VALUES (TG_ARGV[0], date_bin(w, (to_jsonb(OLD) ->> TG_ARGV[1])::timestamptz, TIMESTAMPTZ 'epoch'));
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    INSERT INTO netmon_rollback.changes (src, slice)
+    VALUES (TG_ARGV[0], date_bin(w, (to_jsonb(NEW) ->> TG_ARGV[1])::timestamptz, TIMESTAMPTZ 'epoch'));
+  END IF;
+  RETURN NULL;
+END $f$;
+
+-- The copy's columns, cast to its types (an aggregate's sum() is numeric, the app's column bigint).
+CREATE OR REPLACE FUNCTION netmon_rollback.cols(nm name, casts boolean) RETURNS text LANGUAGE sql STABLE AS $f$
+  SELECT string_agg(CASE WHEN casts THEN format('%I::%s', a.attname, format_type(a.atttypid, a.atttypmod))
+                         ELSE quote_ident(a.attname) END, ', ' ORDER BY a.attnum)
+  FROM pg_attribute a WHERE a.attrelid = format('netmon_rollback.%I', nm)::regclass
+    AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+$f$;
+
+CREATE OR REPLACE FUNCTION netmon_rollback.cond(nm name, sl timestamptz) RETURNS text LANGUAGE sql STABLE AS $f$
+  SELECT CASE WHEN s.time_column IS NULL OR sl IS NULL THEN 'true'
+              ELSE format('%I >= %L AND %I < %L', s.time_column, sl, s.time_column, sl + s.width) END
+  FROM netmon_rollback.sources s WHERE s.src = nm
+$f$;
+
+CREATE OR REPLACE FUNCTION netmon_rollback.track(nm name, kind text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE col name; w interval;
+BEGIN
+  IF kind = 'hypertable' THEN
+    SELECT d.column_name, d.time_interval INTO col, w FROM timescaledb_information.dimensions d
+    WHERE d.hypertable_schema = 'public' AND d.hypertable_name = nm AND d.dimension_number = 1;
+    IF col IS NULL OR w IS NULL THEN
+      RAISE EXCEPTION 'public.% has no time dimension with an interval: convert handles time-partitioned hypertables only', nm;
+    END IF;
+    EXECUTE format('CREATE TABLE IF NOT EXISTS netmon_rollback.%I (LIKE public.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+                   'INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)', nm, nm);
+  ELSE
+    CASE nm @APP_DDL@
+    ELSE EXECUTE format('CREATE TABLE IF NOT EXISTS netmon_rollback.%I AS SELECT * FROM public.%I WITH NO DATA', nm, nm);
+    END CASE;
+  END IF;
+  INSERT INTO netmon_rollback.sources (src, kind, time_column, width) VALUES (nm, kind, col, w) ON CONFLICT (src) DO NOTHING;
+  IF kind = 'hypertable' AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'netmon_rollback_capture'
+                                         AND t.tgrelid = format('public.%I', nm)::regclass) THEN
+    EXECUTE format('CREATE TRIGGER netmon_rollback_capture AFTER INSERT OR UPDATE OR DELETE ON public.%I '
+                   'FOR EACH ROW EXECUTE FUNCTION netmon_rollback.capture(%L, %L, %L)', nm, nm, col, w);
+  END IF;
+  RETURN format('%s: copy table netmon_rollback.%s%s', nm, nm, CASE WHEN kind = 'hypertable'
+                THEN format(', writes logged per %s slice of %s', w, col) ELSE '' END);
+END $f$;
+
+CREATE OR REPLACE FUNCTION netmon_rollback.copy_slice(nm name, sl timestamptz) RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE n bigint;
+BEGIN
+  EXECUTE format('DELETE FROM netmon_rollback.%I WHERE %s', nm, netmon_rollback.cond(nm, sl));
+  EXECUTE format('INSERT INTO netmon_rollback.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM public.%I WHERE %s', nm,
+                 netmon_rollback.cols(nm, false), netmon_rollback.cols(nm, true), nm, netmon_rollback.cond(nm, sl));
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $f$;
+
+-- The bulk copy: one slice per transaction (a transaction over every chunk can run out of locks).
+CREATE OR REPLACE PROCEDURE netmon_rollback.copy(nm name) LANGUAGE plpgsql AS $f$
+DECLARE s record; lo timestamptz; hi timestamptz; sl timestamptz; n bigint := 0; k integer := 0;
+BEGIN
+  SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
+  IF s.time_column IS NULL THEN
+    n := netmon_rollback.copy_slice(nm, NULL);
+    COMMIT;
+    RAISE NOTICE '%: % rows copied', nm, n;
+    RETURN;
+  END IF;
+  EXECUTE format('SELECT min(%I), max(%I) FROM public.%I', s.time_column, s.time_column, nm) INTO lo, hi;
+  sl := date_bin(s.width, lo, TIMESTAMPTZ 'epoch');
+  WHILE sl <= hi LOOP
+    n := n + netmon_rollback.copy_slice(nm, sl);
+    k := k + 1;
+    COMMIT;
+    sl := sl + s.width;
+  END LOOP;
+  RAISE NOTICE '%: % rows copied in % slices', nm, n, k;
+END $f$;
+
+CREATE OR REPLACE FUNCTION netmon_rollback.build_indexes(nm name) RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE i record; k integer := 0;
+BEGIN
+  FOR i IN SELECT c.relname, pg_get_indexdef(x.indexrelid) AS def, con.conname, pg_get_constraintdef(con.oid) AS cdef
+           FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+           LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid
+           WHERE x.indrelid = format('public.%I', nm)::regclass ORDER BY x.indexrelid LOOP
+    CONTINUE WHEN to_regclass(format('netmon_rollback.%I', i.relname)) IS NOT NULL;
+    IF i.conname IS NOT NULL THEN
+      EXECUTE format('ALTER TABLE netmon_rollback.%I ADD CONSTRAINT %I %s', nm, i.conname, i.cdef);
+    ELSE
+      EXECUTE replace(i.def, format(' ON public.%I ', nm), format(' ON netmon_rollback.%I ', nm));
+    END IF;
+    k := k + 1;
+  END LOOP;
+  RETURN k;
+END $f$;
+
+-- Slices whose rows differ: counts (and, unless counts_only, checksums); only those in `only` if given.
+CREATE OR REPLACE FUNCTION netmon_rollback.differing(nm name, counts_only boolean, slices timestamptz[] DEFAULT NULL)
+RETURNS TABLE (slice timestamptz, old_rows bigint, new_rows bigint) LANGUAGE plpgsql AS $f$
+DECLARE s record; key text; sums text; filter text := 'true';
+BEGIN
+  SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
+  key := CASE WHEN s.time_column IS NULL THEN 'TIMESTAMPTZ ''epoch'''
+              ELSE format('date_bin(%L, %I, TIMESTAMPTZ ''epoch'')', s.width, s.time_column) END;
+  IF slices IS NOT NULL THEN
+    filter := format($$%s = ANY (%L)$$, key, slices);
+  END IF;
+  sums := CASE WHEN counts_only THEN '0' ELSE
+    format('coalesce(sum((''x'' || substr(md5(ROW(%s)::text), 1, 15))::bit(60)::bigint), 0)', netmon_rollback.cols(nm, true)) END;
+  RETURN QUERY EXECUTE format(
+    'WITH a AS (SELECT %1$s AS sl, count(*) AS n, %2$s AS h FROM public.%3$I WHERE %4$s GROUP BY 1), '
+    'b AS (SELECT %1$s AS sl, count(*) AS n, %2$s AS h FROM netmon_rollback.%3$I WHERE %4$s GROUP BY 1) '
+    'SELECT coalesce(a.sl, b.sl), coalesce(a.n, 0), coalesce(b.n, 0) FROM a FULL JOIN b ON a.sl = b.sl '
+    'WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h ORDER BY 1', key, sums, nm, filter);
+END $f$;
+
+CREATE OR REPLACE FUNCTION netmon_rollback.catch_up(nm name) RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE ids bigint[]; sls timestamptz[]; sl timestamptz;
+BEGIN
+  SELECT array_agg(id), array_agg(DISTINCT slice) INTO ids, sls FROM netmon_rollback.changes WHERE src = nm;
+  FOREACH sl IN ARRAY coalesce(sls, '{}') LOOP
+    PERFORM netmon_rollback.copy_slice(nm, sl);
+  END LOOP;
+  INSERT INTO netmon_rollback.touched SELECT nm, x FROM unnest(sls) x WHERE x IS NOT NULL ON CONFLICT DO NOTHING;
+  DELETE FROM netmon_rollback.changes WHERE id = ANY (ids);
+  RETURN coalesce(cardinality(sls), 0);
+END $f$;
+
+-- The proof: slices that differ are re-copied once; any still differing stops the run.
+CREATE OR REPLACE FUNCTION netmon_rollback.check(nm name, full_check boolean) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE s record; d record; picked timestamptz[]; bad text; rows bigint; slices bigint; fixed integer := 0;
+BEGIN
+  SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
+  IF NOT full_check AND s.time_column IS NOT NULL THEN
+    SELECT coalesce(array_agg(t.slice), '{}') INTO picked FROM netmon_rollback.touched t WHERE t.src = nm;
+  END IF;
+  FOR d IN SELECT * FROM netmon_rollback.differing(nm, false, picked) LOOP
+    PERFORM netmon_rollback.copy_slice(nm, d.slice);
+    fixed := fixed + 1;
+  END LOOP;
+  SELECT string_agg(format('%s: %s rows in the old table, %s in the copy',
+                           CASE WHEN s.time_column IS NULL THEN 'all rows' ELSE 'slice ' || x.slice END, x.old_rows,
+                           x.new_rows), '; ')
+  INTO bad FROM (SELECT * FROM netmon_rollback.differing(nm, false, picked)
+                 UNION SELECT * FROM netmon_rollback.differing(nm, true)) x;
+  IF bad IS NOT NULL THEN
+    RAISE EXCEPTION 'convert check failed for %: % — nothing was switched, the old tables are intact', nm, bad;
+  END IF;
+  EXECUTE format('SELECT count(*), count(DISTINCT %s) FROM netmon_rollback.%I',
+                 CASE WHEN s.time_column IS NULL THEN '1' ELSE format('date_bin(%L, %I, TIMESTAMPTZ ''epoch'')',
+                 s.width, s.time_column) END, nm) INTO rows, slices;
+  IF full_check THEN
+    DELETE FROM netmon_rollback.touched WHERE src = nm;
+  END IF;
+  RETURN format('%s: %s rows in %s slice(s) equal to the old table (counts%s)%s', nm, rows, slices,
+                CASE WHEN full_check OR s.time_column IS NULL THEN ' and checksums of every slice'
+                     ELSE format(' of every slice, checksums of the %s written since the full check', cardinality(picked)) END,
+                CASE WHEN fixed > 0 THEN format(', %s slice(s) re-copied', fixed) ELSE '' END);
+END $f$;
+
+-- Before the old table is dropped (by a statement of its own, which TimescaleDB's hooks see).
+CREATE OR REPLACE FUNCTION netmon_rollback.switch(nm name) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE s record; old regclass := format('public.%I', nm)::regclass; r record;
+BEGIN
+  SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
+  FOR r IN SELECT d.objid::regclass AS seq, a.attname FROM pg_depend d
+           JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+           WHERE d.refobjid = old AND d.classid = 'pg_class'::regclass AND d.deptype = 'a'
+             AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S' LOOP
+    INSERT INTO netmon_rollback.owned VALUES (nm, r.seq, r.attname) ON CONFLICT DO NOTHING;
+    EXECUTE format('ALTER SEQUENCE %s OWNED BY NONE', r.seq);  -- kept when the old table goes
+  END LOOP;
+  FOR r IN SELECT a.attname, pg_get_serial_sequence(format('public.%I', nm), a.attname) AS oldseq
+           FROM pg_attribute a WHERE a.attrelid = old AND a.attidentity <> '' LOOP
+    EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, %L), (SELECT last_value FROM %s))',
+                   format('netmon_rollback.%I', nm), r.attname, r.oldseq);
+  END LOOP;
+  FOR r IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP
+    EXECUTE format('ALTER TABLE netmon_rollback.%I ADD CONSTRAINT %I %s', nm, r.conname, r.def);
+  END LOOP;
+  FOR r IN SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END AS who
+           FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles g ON g.oid = a.grantee
+           WHERE c.oid = old AND a.grantee <> c.relowner LOOP
+    EXECUTE format('GRANT %s ON netmon_rollback.%I TO %s', r.privilege_type, nm, r.who);
+  END LOOP;
+  EXECUTE format('ALTER TABLE netmon_rollback.%I OWNER TO %I', nm,
+                 (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old));
+  IF s.kind = 'hypertable' THEN
+    EXECUTE format('DROP TRIGGER netmon_rollback_capture ON public.%I', nm);
+  END IF;
+  RETURN format('%s: sequences, keys, grants and owner moved to the copy', nm);
+END $f$;
+
+-- After the copy moved into public: the sequences the old table owned belong to it.
+CREATE OR REPLACE FUNCTION netmon_rollback.finish(nm name) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM netmon_rollback.owned WHERE src = nm LOOP
+    EXECUTE format('ALTER SEQUENCE %s OWNED BY public.%I.%I', r.seq, nm, r.col);
+  END LOOP;
+  RETURN format('%s: now a plain table', nm);
+END $f$;
+""".replace("@APP_DDL@", _APP_DDL)
+
+PAUSE_SQL = ("INSERT INTO netmon_rollback.paused SELECT job_id FROM timescaledb_information.jobs "
+             "WHERE scheduled AND job_id >= 1000 ON CONFLICT DO NOTHING; "
+             "SELECT 'paused ' || count(*) || ' job(s)' FROM netmon_rollback.paused p, "
+             "LATERAL alter_job(p.job_id, scheduled => false) a")
+RESUME_SQL = ("SELECT 'resumed ' || count(*) || ' job(s)' FROM netmon_rollback.paused p, "
+              "LATERAL alter_job(p.job_id, scheduled => true, if_exists => true) a")
+
+
+def _toolkit_exists(site: SiteSettings) -> str:
+    """Shell guard: run the rest only where an earlier step installed the toolkit."""
+    probe = cmds.psql(site, "SELECT 1 FROM pg_namespace WHERE nspname = 'netmon_rollback'")
+    return f"{probe} | grep -q 1"
+
+
+def sources(hypertables: list[str], caggs: list[str]) -> list[tuple[str, str]]:
+    """(name, kind) in the order they are converted: aggregates before the hypertables they read."""
+    for name in (*hypertables, *caggs):
+        ident(name)
+    return [(n, "cagg") for n in sorted(caggs)] + [(n, "hypertable") for n in sorted(set(hypertables) - set(caggs))]
+
+
+def prepare_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
+    track = [f"SELECT netmon_rollback.track({literal(n)}, {literal(k)})" for n, k in srcs]
+    install = cmds.dexec(site, "psql", "-U", site.db_user, "-d", site.db_name, "-v", "ON_ERROR_STOP=1", "-X", "-q",
+                         "-f", "-", stdin=True)
+    return [
+        Command(install, what="install the convert toolkit (schema netmon_rollback)",
+                stdin="SET lock_timeout = '15s';\n" + TOOLKIT_SQL,
+                stdin_note="the convert toolkit: schema netmon_rollback, functions track, copy, catch_up, check, switch "
+                           "(fabfile/convert.py)"),
+        Command(cmds.psql(site, PAUSE_SQL), what="pause TimescaleDB's jobs (their ids kept to resume them)"),
+        Command(cmds.psql(site, "SET lock_timeout = '15s'", *track), what="copy tables and write capture triggers"),
+    ]
+
+
+def copy_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
+    out = []
+    for name, _ in srcs:
+        out.append(Command(cmds.psql(site, f"CALL netmon_rollback.copy({literal(name)})") + " 2>&1",
+                           what=f"copy {name} through the hypertable, one slice per transaction", timeout=site.command_timeout))
+        out.append(Command(cmds.psql(site, f"SELECT netmon_rollback.build_indexes({literal(name)})"),
+                           what=f"build {name}'s indexes and keys on the copy", timeout=site.command_timeout))
+    return out
+
+
+def catch_up_sql(srcs: list[tuple[str, str]]) -> list[str]:
+    return [f"SELECT {literal(n)} || ': ' || netmon_rollback.catch_up({literal(n)}) || ' slice(s) caught up'"
+            for n, k in srcs if k == "hypertable"]
+
+
+def check_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
+    """Online: catch up, then the full check (counts and checksums of every slice)."""
+    sql = [*catch_up_sql(srcs), *(f"SELECT netmon_rollback.check({literal(n)}, true)" for n, _ in srcs)]
+    return [Command(cmds.psql(site, *sql), what="catch up and check every slice (counts, checksums)",
+                    timeout=site.command_timeout)]
+
+
+def switch_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
+    """The writers are stopped: one transaction from the last catch-up to DROP EXTENSION."""
+    swap = []
+    for name, kind in srcs:
+        drop = "DROP MATERIALIZED VIEW" if kind == "cagg" else "DROP TABLE"
+        swap += [f"SELECT netmon_rollback.switch({literal(name)})", f"{drop} public.{ident(name)}",
+                 f"ALTER TABLE {SCHEMA}.{ident(name)} SET SCHEMA public", f"SELECT netmon_rollback.finish({literal(name)})"]
+    stmts = ["BEGIN", "SET LOCAL lock_timeout = '15s'", *catch_up_sql(srcs),
+             *(f"SELECT netmon_rollback.check({literal(n)}, false)" for n, _ in srcs), *swap,
+             "DROP EXTENSION timescaledb", f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE", "COMMIT"]
+    return [Command(cmds.psql(site, *stmts), what="last catch-up, check, switch, DROP EXTENSION (one transaction)",
+                    timeout=site.command_timeout)]
+
+
+def switch_done_probe(site: SiteSettings) -> Command:
+    """Done when the app database has neither the extension nor the toolkit (the transaction committed)."""
+    sql = ("SELECT count(*) FILTER (WHERE extname = 'timescaledb') || '|' || "
+           "(SELECT count(*) FROM pg_namespace WHERE nspname = 'netmon_rollback') FROM pg_extension")
+    return Command(cmds.psql(site, sql), what="has the switch committed", changes=False,
+                   check=Expect("stdout", "0|0"), ok_codes=(0,))
+
+
+def undo_commands(site: SiteSettings) -> list[Command]:
+    """The run stopped before the writers did: jobs resumed, the toolkit and copies dropped —
+    the site serves on TimescaleDB exactly as before."""
+    script = (f"if {_toolkit_exists(site)}; then "
+              f"{cmds.psql(site, RESUME_SQL, 'SET lock_timeout = ' + literal('15s'), f'DROP SCHEMA {SCHEMA} CASCADE')}; fi")
+    return [Command(script, what="undo: resume TimescaleDB's jobs, drop the convert toolkit and its copies")]
