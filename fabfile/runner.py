@@ -160,8 +160,10 @@ class Runner:
 
     def judge(self, command: Command, out: Outcome) -> str | None:
         if out.exited not in command.ok_codes:
-            text = (out.stderr or out.stdout or "").strip()
-            tail = self.redact(text.splitlines()[-1]) if text else ""
+            lines = (out.stderr or out.stdout or "").strip().splitlines()
+            # psql's ERROR line says what went wrong; the CONTEXT lines after it say where
+            errors = [ln for ln in lines if ln.startswith(("ERROR:", "FATAL:", "psql: error:"))]
+            tail = self.redact((errors or lines)[-1]) if lines else ""
             what = command.what or self.redact(command.cmd)[:120]
             return f"{what} failed (exit {out.exited}){': ' + tail[:300] if tail else ''}"
         if command.check is not None:

@@ -17,10 +17,10 @@ def lab_factory():
         pytest.fail("end-to-end tests need root (the lab uses network and mount namespaces)")
     made: list[Lab] = []
 
-    def make(sites: int = 1, variants: list[str] | None = None, flows: int = 2000) -> Lab:
+    def make(sites: int = 1, variants: list[str] | None = None, flows: int = 2000, ingest_rate: float | None = None) -> Lab:
         lab = Lab("t" + secrets.token_hex(3))
         made.append(lab)
-        lab.up(sites=sites, flows=flows, variants=variants, log=lambda *_: None)
+        lab.up(sites=sites, flows=flows, variants=variants, log=lambda *_: None, ingest_rate=ingest_rate)
         return lab
 
     yield make

@@ -122,8 +122,8 @@ def test_check_stops_the_switch_when_a_slice_differs(server):
                 "DELETE FROM netmon_rollback.flow_records WHERE id < 10", db=db)
     server.psql("SELECT netmon_rollback.check('flow_records', true)", db=db)  # re-copies the slice
     assert server.value("SELECT count(*) FROM netmon_rollback.flow_records", db=db) == "2000"
-    server.psql("CREATE OR REPLACE FUNCTION netmon_rollback.copy_slice(nm name, sl timestamptz) RETURNS bigint "
-                "LANGUAGE sql AS 'SELECT 0::bigint'", db=db)  # a copy that cannot repair
+    server.psql("CREATE OR REPLACE FUNCTION netmon_rollback.copy_range(nm name, lo timestamptz, hi timestamptz) "
+                "RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'", db=db)  # a copy that cannot repair
     server.psql("DELETE FROM netmon_rollback.flow_records WHERE id < 10", db=db)
     failed = server.psql("BEGIN; SELECT netmon_rollback.check('flow_records', false); COMMIT;", db=db, check=False)
     assert failed.returncode != 0 and "convert check failed for flow_records" in failed.stderr

@@ -1,0 +1,137 @@
+"""End-to-end: `fab rollback --mode=convert` on lab sites under ingestion, read back on the server.
+
+Every flow id the backend committed is in the plain flow_records afterwards (the backend stand-in
+writes each committed id to /root/netmon-lab/committed_flow_ids), compressed chunks included; the
+aggregate's buckets are in the app's flow_summary_5m; every other table is unchanged row for row;
+no TimescaleDB object is left anywhere; a convert that fails before the writers stop is undone.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.e2e.helpers import fab, http_code, sql, ssh
+
+pytestmark = pytest.mark.lab
+
+VARIANTS = ["migrated", "summary-cagg", "third-hypertable", "preload-alter-system", "uncommitted", "backend-crashloop",
+            "fresh-volume", "migrated"]
+SITES = {f"lab{i}": v for i, v in enumerate(VARIANTS, 1)}
+UNDO_SITE = "lab8"
+
+# md5 of every row of every other table, read the same way before and after
+CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
+  'SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS h FROM public.%I t', ',', '', c.relname),
+  false, true, '')))[1]::text), ' ' ORDER BY c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN ('flow_records', 'flow_summary_5m')
+  -- written by verify's own login (a session row, the user's last_login)
+  AND c.relname NOT IN ('sessions', 'users')"""
+TIMESCALE_LEFT = """SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb')
+  + (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%timescaledb%' OR nspname = 'netmon_rollback')
+  + (SELECT count(*) FROM pg_trigger WHERE tgname IN ('ts_insert_blocker', 'netmon_rollback_capture'))
+  + (SELECT count(*) FROM pg_event_trigger)"""
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory(sites=len(VARIANTS), variants=VARIANTS, flows=3000, ingest_rate=100)
+
+
+def committed_ids(lab, site: str) -> set[int]:
+    return {int(i) for i in ssh(lab, site, "cat /root/netmon-lab/committed_flow_ids 2>/dev/null || true").split()}
+
+
+def flow_ids(lab, site: str) -> set[int]:
+    return {int(i) for i in ssh(lab, site, "docker exec netmon-db psql -U netmon -d netmon -XtAc "
+                                           "'SELECT id FROM flow_records'").split()}
+
+
+def has_hypertables(lab, site: str) -> bool:
+    out = ssh(lab, site, "docker exec netmon-db psql -U netmon -d netmon -XtAc "
+                         "'SELECT count(*) FROM timescaledb_information.hypertables'", check=False)
+    return out.strip() not in ("", "0")
+
+
+def convert_site(lab, site: str) -> dict:
+    """Read the site, compress a chunk, run convert, read it again."""
+    found = {"site": site, "variant": SITES[site], "hyper": has_hypertables(lab, site)}
+    if found["hyper"]:
+        # rows only a read through the hypertable returns (SELECT FROM ONLY the chunk is then empty)
+        found["compressed"] = int(sql(lab, site, "SELECT count(compress_chunk(c)) FROM "
+                                                 "show_chunks('flow_records', older_than => interval '1 day') c"))
+        found["in_compressed"] = int(sql(lab, site, "SELECT count(*) FROM flow_records WHERE \"timestamp\" < "
+                                                    "(SELECT max(range_end) FROM timescaledb_information.chunks "
+                                                    "WHERE is_compressed)") or 0)
+    found["cagg_keys"] = set(sql(lab, site, "SELECT concat_ws('|', bucket, device_id, src_ip, dst_ip, protocol) "
+                                            "FROM flow_summary_5m")
+                             .splitlines())
+    found["before"] = sql(lab, site, CHECKSUMS)
+    found["out"] = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+    found["after"] = sql(lab, site, CHECKSUMS)
+    found["committed"], found["ids"] = committed_ids(lab, site), flow_ids(lab, site)
+    found["left"] = {db: sql(lab, site, TIMESCALE_LEFT, db=db) for db in ("netmon", "postgres", "template1")}
+    found["keys_after"] = set(sql(lab, site, "SELECT concat_ws('|', bucket, device_id, src_ip, dst_ip, protocol) "
+                                             "FROM flow_summary_5m").splitlines())
+    found["relkinds"] = sql(lab, site, "SELECT string_agg(relname || ':' || relkind::text, ',' ORDER BY relname) FROM pg_class "
+                                       "WHERE relname IN ('flow_records', 'flow_summary_5m', 'interface_metrics')")
+    return found
+
+
+@pytest.fixture(scope="module")
+def converted(lab):
+    sites = [s for s in SITES if s != UNDO_SITE]
+    with ThreadPoolExecutor(3) as pool:
+        return {r["site"]: r for r in pool.map(lambda s: convert_site(lab, s), sites)}
+
+
+@pytest.mark.parametrize("site", [s for s in SITES if s != UNDO_SITE], ids=lambda s: SITES[s])
+def test_convert_keeps_every_row(converted, site):
+    r = converted[site]
+    out = r["out"]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "Converted: every hypertable" in out.stdout and "verify" in out.stdout
+    assert r["relkinds"].replace("flow_records:r", "").replace("flow_summary_5m:r", "").replace(
+        "interface_metrics:r", "").strip(",") == ""
+    missing = r["committed"] - r["ids"]
+    assert r["committed"] and not missing, f"{len(missing)} committed flow ids lost, e.g. {sorted(missing)[:5]}"
+    if r["hyper"]:
+        assert r["compressed"] >= 1 and r["in_compressed"] > 0
+    assert r["cagg_keys"] <= r["keys_after"], f"{len(r['cagg_keys'] - r['keys_after'])} buckets of flow_summary_5m lost"
+    before, after = dict(x.split("=") for x in r["before"].split()), dict(x.split("=") for x in r["after"].split())
+    assert before.keys() == after.keys()
+    assert [t for t in before if before[t] != after[t]] == []  # every other table (a third hypertable too), row for row
+    assert r["left"] == {"netmon": "0", "postgres": "0", "template1": "0"}
+
+
+def test_third_hypertable_is_a_plain_table_with_its_rows(converted):
+    r = converted["lab3"]
+    assert "interface_metrics:r" in r["relkinds"]
+    assert "interface_metrics=" in r["after"] and r["before"].split("interface_metrics=")[1].split()[0] == \
+        r["after"].split("interface_metrics=")[1].split()[0]
+
+
+def test_convert_that_fails_before_the_writers_stop_is_undone_then_a_rerun_finishes(lab):
+    site = UNDO_SITE
+    jobs = "SELECT string_agg(job_id || ':' || scheduled, ',' ORDER BY job_id) FROM timescaledb_information.jobs " \
+           "WHERE job_id >= 1000"
+    before = sql(lab, site, jobs)
+    assert "true" in before
+    # a table in the way of the copy (its columns are not flow_records'): the bulk copy fails
+    sql(lab, site, "CREATE SCHEMA netmon_rollback; CREATE TABLE netmon_rollback.flow_records (x integer)")
+    out = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+    assert out.returncode == 6, out.stdout[-2000:] + out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert "undone: TimescaleDB's jobs resumed and the copies dropped" in error and "serves on TimescaleDB" in error
+    assert sql(lab, site, jobs) == before
+    assert sql(lab, site, "SELECT count(*) FROM pg_namespace WHERE nspname = 'netmon_rollback'") == "0"
+    assert sql(lab, site, "SELECT count(*) FROM pg_trigger WHERE tgname = 'netmon_rollback_capture'") == "0"
+    assert sql(lab, site, "SELECT count(*) FROM timescaledb_information.hypertables") == "1"
+    assert http_code(lab, site, "/api/health") == "200"
+    rerun = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr
+    assert "resuming" not in rerun.stdout
+    missing = committed_ids(lab, site) - flow_ids(lab, site)
+    assert not missing
