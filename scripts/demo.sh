@@ -14,8 +14,12 @@ run invoke lab.up --name $LAB --sites 3 --variants migrated,fresh-volume,summary
 run invoke lab.status --name $LAB
 say "# what is each site's state? (read-only)"
 run invoke status --inventory $INV
-say "# canary: one site first, clean mode (drops flow history, keeps the other 30 tables)"
-run invoke rollback --mode=clean --sites lab1 --parallel 1 --max-failures 1 --yes --inventory $INV
+say "# canary: one site first, convert mode (every hypertable copied into a plain table online; no row lost)"
+run invoke rollback --mode=convert --sites lab1 --parallel 1 --max-failures 1 --yes --inventory $INV
+say "# the canary kept every flow its backend committed (read on the server)"
+run ssh -F tests/lab/run/$LAB/ssh_config lab1 'sort -u /root/netmon-lab/committed_flow_ids > /tmp/committed;
+  docker exec netmon-db psql -U netmon -d netmon -XtAc "SELECT id FROM flow_records" | sort > /tmp/kept;
+  echo "committed: $(wc -l < /tmp/committed), missing from flow_records: $(comm -23 /tmp/committed /tmp/kept | wc -l)"' 
 say "# the rest in one batch, restoring each site's pre-migration backup"
 run invoke rollback --mode=restore --sites lab2,lab3 --yes --inventory $INV
 say "# one table for the whole fleet"

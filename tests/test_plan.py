@@ -245,3 +245,33 @@ def test_unfinished_side_database_is_dropped_with_force():
     plan = build_plan(SITE, Preflight(state, dump=dump, revision="aaa"), RollbackOptions(mode="restore"), TS)
     left = step(plan, "drop-leftovers")
     assert 'DROP DATABASE IF EXISTS "netmon_restore_20250101_000000" WITH (FORCE)' in shlex.split(left.commands[0].cmd)[-1]
+
+
+def test_convert_plan_copies_online_and_switches_in_the_downtime():
+    state = migrated(caggs=["flow_summary_5m"], relations={"flow_records": ("r", 4), "flow_summary_5m": ("v", 0)},
+                     hypertable_bytes=5_000_000, db_free_kb=100_000)
+    plan = build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="convert"), TS)
+    assert keys(plan) == ["safety-dump", "convert-prepare", "convert-copy", "convert-check", "revert-files", "build",
+                          "stop-writers", "convert-switch", "start-db", "start-app"]
+    assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "convert-switch", "start-db", "start-app"]
+    assert plan.undo_steps == ["convert-prepare", "convert-copy", "convert-check"]
+    assert "DROP SCHEMA netmon_rollback CASCADE" in plan.undo[0].cmd
+    switch = shlex.split(step(plan, "convert-switch").commands[0].cmd)
+    sql = [switch[i + 1] for i, a in enumerate(switch) if a == "-c"]
+    assert sql[0] == "BEGIN" and sql[-1] == "COMMIT"
+    # the aggregate goes before the hypertable it reads; the extension without CASCADE, last
+    assert sql.index('DROP MATERIALIZED VIEW public."flow_summary_5m"') < sql.index('DROP TABLE public."flow_records"')
+    assert sql[-3] == "DROP EXTENSION timescaledb"
+    assert step(plan, "convert-switch").done is not None
+    assert "if steps convert-prepare, convert-copy, convert-check fail: undo" in plan.render()
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.undo == plan.undo and again.undo_steps == plan.undo_steps
+
+
+def test_convert_refuses_the_plain_image_too_little_disk_and_no_safety_dump():
+    plain = dict(RUN, **{"netmon-db": Container("netmon-db", "running", image="postgres:16-alpine")})
+    with pytest.raises(PreflightError, match="convert reads the hypertables through TimescaleDB"):
+        build_plan(SITE, Preflight(migrated(containers=plain, db_image="postgres:16-alpine"), revision="aaa"),
+                   RollbackOptions(mode="convert"), TS)
+    with pytest.raises(InputError, match="--no-safety-dump with --mode=convert"):
+        RollbackOptions(mode="convert", safety_dump=False).validate()
