@@ -50,12 +50,13 @@ def header(title: str, lab_name: str) -> None:
 
 
 @contextmanager
-def lab_up(name: str, sites: int, flows: int, variants: list[str] | None = None) -> Iterator[Lab]:
+def lab_up(name: str, sites: int, flows: int, variants: list[str] | None = None,
+           ingest_rate: float | None = None) -> Iterator[Lab]:
     """A lab of our own for the length of the block; taken down whatever happens."""
     lab = Lab(name)
     started = time.monotonic()
     try:
-        lab.up(sites=sites, flows=flows, variants=variants, log=lambda *_: None)
+        lab.up(sites=sites, flows=flows, variants=variants, log=lambda *_: None, ingest_rate=ingest_rate)
         print(f"   lab {name}: {sites} site(s), {flows} flow rows each, up in {time.monotonic() - started:.1f}s")
         yield lab
     finally:
