@@ -225,6 +225,10 @@ def portable_commands(site: SiteSettings, source: str, scratch: str, hypertables
         commands.append(Command(copy_rows(site, source, scratch, table, f"SELECT {columns} FROM {table}"),  # noqa: S608
                                 what=f"copy the rows continuous aggregate {name} shows into {scratch}",
                                 timeout=site.command_timeout))
+    # read after the rows: every id copied is below the value the copy's sequences carry
+    setval = ("SELECT format('SELECT setval(%L, %s, %s);', format('%I.%I', schemaname, sequencename), last_value, "
+              "'true') FROM pg_sequences WHERE schemaname = 'public' AND last_value IS NOT NULL")
+    commands.append(Command(pipe_into(site, source, setval, scratch), what=f"carry the sequences' values into {scratch}"))
     commands.append(Command(cmds.dexec(site, *restore, "--section=post-data", files["src"]),
                             what=f"create the indexes, constraints and triggers in {scratch}",
                             timeout=site.command_timeout))

@@ -63,7 +63,9 @@ def test_portable_copy_goes_through_a_scratch_database_then_is_sealed_as_today()
     assert SCRATCH in shlex.split(write) and 'COPY public."flow_records" FROM STDIN' in shlex.split(write)
     # post-data after the rows; then the dump of the scratch database, read back, listed, sealed, dropped
     order = [c.what.split(" ")[0] for c in commands]
-    assert whats.index(copy.what) < whats.index(by_what(commands, "indexes, constraints").what)
+    carry = by_what(commands, "carry the sequences' values")  # read after the rows: no copied id above them
+    assert whats.index(copy.what) < whats.index(carry.what) < whats.index(by_what(commands, "indexes, constraints").what)
+    assert "FROM pg_sequences" in carry.cmd and SCRATCH in shlex.split(shlex.split(carry.cmd)[-1].split(" | ")[1])
     assert order[-6:] == ["pg_dump", "read", "list", "record", "drop", "drop"]
     assert whats[-1] == f"drop the scratch database of the portable copy ({SCRATCH}): its files in the container"
     assert shlex.split(commands[-6].cmd)[-3] == SCRATCH
