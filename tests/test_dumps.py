@@ -159,3 +159,16 @@ def test_a_portable_copy_is_not_taken_for_a_pre_migration_backup():
     with pytest.raises(InputError, match="is not a pre-migration backup: it is a portable copy"):
         dumps.check_dump(Runner(c, "s1"), SITE, "/root/x.dump")
     assert dumps.archive_dbname(listing) == "netmon_portable_20261201_101500"
+
+
+@pytest.mark.parametrize(("read_exit", "expected"), [(0, 0), (3, 3)])
+def test_a_hypertable_read_that_fails_half_way_fails_the_copy(tmp_path, read_exit, expected):
+    """The copy's pipe run by a real shell, `docker` faked: the reading side prints a row, then exits."""
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\ncase "$*" in *"TO STDOUT"*) printf "1\\t2\\n"; exit "$READ_EXIT";; esac\n'
+                    'cat > "$OUT"\n')
+    fake.chmod(0o755)
+    command = by_what(dumps.make_dump_commands(SITE, FINAL, hypertables=["flow_records"]), "copy hypertable").cmd
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "READ_EXIT": str(read_exit), "OUT": str(tmp_path / "written")}
+    out = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    assert out.returncode == expected and (tmp_path / "written").read_text() == "1\t2\n"
