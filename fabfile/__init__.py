@@ -18,4 +18,5 @@ ns = Collection(
     tasks.drop_database,
     tasks.fetch_dump,
     tasks.push_dump,
+    tasks.restore_check_task,
 )

@@ -118,10 +118,10 @@ def dump_list(site: SiteSettings, path: str) -> str:
 _COUNT_AWK = r"""/^COPY /{t=$2; n=0; c=1; next} c && /^\\\.$/{print "rows " t " " n; c=0; next} c{n++} END{print "end " c}"""
 
 
-def dump_readback(site: SiteSettings, path: str) -> str:
+def dump_readback(site: SiteSettings, path: str, container: str | None = None) -> str:
     """Read the whole archive (every data block) and count the rows of each table.
     pg_restore's exit status is reported on stderr as ``pg_restore_exit=N``."""
-    inner = dexec(site, "pg_restore", "-f", "-", stdin=True) + f" < {q(path)}"
+    inner = dexec(site, "pg_restore", "-f", "-", stdin=True, container=container) + f" < {q(path)}"
     return f"{{ {inner}; echo \"pg_restore_exit=$?\" >&2; }} | awk {q(_COUNT_AWK)}"
 
 

@@ -8,16 +8,29 @@ beside it (``<name>.sha256``), and only then renamed into place.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import commands as cmds
-from .commands import Command, q
-from .errors import CommandFailed, InputError
+from .commands import Command, ident, literal, q
+from .errors import CommandFailed, InputError, PreflightError
 from .expect import Expect, seal_output
 from .inventory import SiteSettings
-from .probes import Readback, TocEntry, parse_readback, parse_toc, toc_problems
+from .probes import (
+    EXT_SQL,
+    TSDB_SQL,
+    Readback,
+    SiteState,
+    TocEntry,
+    apply_tsdb_rows,
+    ext_count,
+    parse_readback,
+    parse_toc,
+    toc_problems,
+)
 
 
 def utc_stamp(now: datetime | None = None) -> str:
@@ -46,13 +59,79 @@ class DumpInfo:
         return self.readback.counts
 
 
-def make_dump_commands(site: SiteSettings, final_path: str, db: str | None = None, what: str = "dump") -> list[Command]:
+#: scratch databases of portable copies (dropped at the end of each copy; a rerun drops leftovers)
+PORTABLE_PREFIX = "netmon_portable_"
+#: TimescaleDB's entries in a ``pg_restore -l`` listing: the extension, its schemas and everything in
+#: them (chunks, their indexes and defaults), the insert blocker its hypertables and caggs carry.
+TSDB_TOC = r"timescaledb|ts_insert_blocker|ts_cagg_invalidation_trigger"
+#: the application's own DDL for the summary table a continuous aggregate replaced (its main.py)
+SUMMARY_DDL = {
+    "flow_summary_5m": ("bucket timestamptz, device_id integer, src_ip inet, dst_ip inet, protocol smallint, "
+                        "bytes bigint, packets bigint, flow_count bigint, "
+                        "PRIMARY KEY (bucket, device_id, src_ip, dst_ip, protocol)",
+                        "bucket, device_id, src_ip, dst_ip, protocol, bytes::bigint, packets::bigint, "
+                        "flow_count::bigint"),
+}
+
+
+def portable_args(state: SiteState, where: str = "the server") -> dict:
+    """The probed facts :func:`make_dump_commands` needs for a copy of the app database:
+    ``make_dump_commands(site, final, what=..., **portable_args(state))``. Refuses when the database
+    holds TimescaleDB but its catalog could not be read: the copy would miss the hypertables' rows."""
+    has = state.extension.get(state.db_name)
+    if (has is None and state.db_name in state.databases) or (has and not state.known("tsdb")):
+        raise PreflightError(f"cannot tell which tables of {state.db_name} on {where} are hypertables "
+                             f"({state.why('app', 'tsdb') or 'extension unknown'}) — a copy would miss their rows; "
+                             "nothing was changed")
+    return {"timescaledb": bool(has), "hypertables": list(state.hypertables), "caggs": list(state.caggs),
+            "stale": sorted(d for d in state.databases if d.startswith(PORTABLE_PREFIX))}
+
+
+def probe_portable(runner, site: SiteSettings, db: str) -> dict:
+    """:func:`portable_args` for any database ``db`` (e.g. one a restore kept, which the site probe
+    does not read): its extension, hypertables and continuous aggregates, read now."""
+    out = runner.must(Command(cmds.psql(site, EXT_SQL, db=db), what=f"does {db} hold TimescaleDB", changes=False))
+    state = SiteState(db_name=db, databases={db: True}, extension={db: ext_count(out.stdout.splitlines())})
+    if state.extension[db]:
+        out = runner.must(Command(cmds.psql(site, *TSDB_SQL, db=db), what=f"TimescaleDB's catalog in {db}",
+                                  changes=False))
+        apply_tsdb_rows(state, out.stdout.splitlines())
+    return portable_args(state, runner.site)
+
+
+def portable_disk_need(state: SiteState) -> int:
+    """Bytes a portable copy needs on the database volume beyond today's dump: the scratch database
+    holds about what the database holds (``state.db_size``), 0 when the copy is a plain pg_dump."""
+    if not (state.extension.get(state.db_name) or state.hypertables or state.caggs):
+        return 0
+    return state.db_size or 0
+
+
+def scratch_name(final_path: str) -> str:
+    """``…/netmon_pre_rollback_20261201_101500.dump`` → ``netmon_portable_20261201_101500``."""
+    base = final_path.rpartition("/")[2]
+    m = re.search(r"\d{8}_\d{6}", base)
+    tag = m.group(0) if m else hashlib.sha256(final_path.encode()).hexdigest()[:12]
+    return PORTABLE_PREFIX + tag
+
+
+def make_dump_commands(site: SiteSettings, final_path: str, db: str | None = None, what: str = "dump",
+                       timescaledb: bool = False, hypertables: Sequence[str] = (), caggs: Sequence[str] = (),
+                       stale: Sequence[str] = ()) -> list[Command]:
     """pg_dump to a temporary name, read it back whole, list it, seal it (sha256, rename).
     The temporary file is unlinked first: a pg_dump left running by a run that died writes on
-    into its own, unlinked file, never into this one."""
+    into its own, unlinked file, never into this one.
+
+    A database that holds TimescaleDB (``timescaledb``, ``hypertables``, ``caggs``: probed facts,
+    see :func:`portable_args`) is first copied into a scratch database without it, so the dump
+    restores on the plain image with pg_restore alone (:func:`portable_commands`)."""
     tmp = partial_name(final_path)
-    return [
-        Command(f"rm -f {q(tmp)} && " + cmds.pg_dump_to(site, tmp, db=db), what=f"pg_dump {db or site.db_name} to {tmp}",
+    source = db or site.db_name
+    portable = bool(timescaledb or hypertables or caggs)
+    scratch = scratch_name(final_path) if portable else source
+    commands = portable_commands(site, source, scratch, hypertables, caggs, stale) if portable else []
+    commands += [
+        Command(f"rm -f {q(tmp)} && " + cmds.pg_dump_to(site, tmp, db=scratch), what=f"pg_dump {scratch} to {tmp}",
                 timeout=site.command_timeout),
         Command(cmds.dump_readback(site, tmp), what=f"read {tmp} back whole", check=Expect("readback", f"{what} {tmp}"),
                 timeout=site.command_timeout),
@@ -60,6 +139,100 @@ def make_dump_commands(site: SiteSettings, final_path: str, db: str | None = Non
         Command(cmds.seal_dump(tmp, final_path), what=f"record sha256 and rename to {final_path}",
                 check=Expect("seal", final_path)),
     ]
+    if portable:
+        commands += drop_scratch_commands(site, [scratch], "drop the scratch database of the portable copy")
+    return commands
+
+
+def drop_scratch_commands(site: SiteSettings, names: Sequence[str], what: str) -> list[Command]:
+    """Drop scratch databases and their files in the container (WITH FORCE: a copy that died may
+    still hold a connection)."""
+    out = []
+    for name in names:
+        out.append(Command(cmds.psql(site, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)", db="postgres"),
+                           what=f"{what} ({name})"))
+        out.append(Command(cmds.dexec(site, "rm", "-f", *scratch_files(name).values()),
+                           what=f"{what} ({name}): its files in the container"))
+    return out
+
+
+def scratch_files(scratch: str) -> dict[str, str]:
+    """The portable copy's work files, in the db container's private /tmp."""
+    return {"src": f"/tmp/{scratch}.src", "toc": f"/tmp/{scratch}.toc", "list": f"/tmp/{scratch}.list"}  # noqa: S108
+
+
+def pipe_into(site: SiteSettings, source: str, read_sql: str, scratch: str, *write_sql: str) -> str:
+    """What ``read_sql`` prints in ``source`` fed to psql in ``scratch`` (``write_sql`` first as -c,
+    else the input is SQL); pipefail: a read that fails half way fails the command."""
+    read = cmds.psql(site, read_sql, db=source)
+    args = ["psql", "-U", site.db_user, "-d", scratch, "-v", "ON_ERROR_STOP=1", "-X", "-q"]
+    for stmt in write_sql:
+        args += ["-c", stmt]
+    return f"bash -o pipefail -c {q(read + ' | ' + cmds.dexec(site, *args, stdin=True))}"
+
+
+def copy_rows(site: SiteSettings, source: str, scratch: str, table: str, select: str) -> str:
+    """``COPY (select) TO STDOUT`` from ``source`` into ``COPY table FROM STDIN`` in ``scratch``, where
+    no ordinary trigger fires (as pg_restore --disable-triggers)."""
+    return pipe_into(site, source, f"COPY ({select}) TO STDOUT", scratch,
+                     "SET session_replication_role = replica", f"COPY {table} FROM STDIN")
+
+
+def portable_commands(site: SiteSettings, source: str, scratch: str, hypertables: Sequence[str],
+                      caggs: Sequence[str], stale: Sequence[str] = ()) -> list[Command]:
+    """Copy ``source`` into ``scratch`` without TimescaleDB, one command per thing that can fail:
+    the schema and the plain tables' rows from pg_dump with TimescaleDB's entries filtered out of its
+    listing (``pg_restore -L``), each hypertable's rows read through the hypertable (compressed chunks
+    are readable only that way), each continuous aggregate as a plain table of what its view shows,
+    then the indexes, constraints and triggers (post-data) over the filled tables."""
+    files = scratch_files(scratch)
+    for name in (*hypertables, *caggs):
+        ident(name)  # every name validated before any command exists
+    excluded = [f"--exclude-table-data={pattern}" for pattern in ("_timescaledb*.*", "timescaledb*.*")]
+    excluded += [f"--exclude-table-data=public.{n}" for n in (*hypertables, *caggs)]
+    drop_toc = "|".join([TSDB_TOC, *(f"(^| ){n}( |$)" for n in caggs)])
+    restore = ["pg_restore", "-U", site.db_user, "-d", scratch, "--exit-on-error", "-L", files["list"]]
+    commands = drop_scratch_commands(site, sorted({*stale, scratch}), "drop what an earlier copy left")
+    commands += [
+        Command(cmds.psql(site, f"CREATE DATABASE {ident(scratch)} OWNER {ident(site.db_user)} TEMPLATE template0",
+                          db="postgres"), what=f"create scratch database {scratch} from template0"),
+        Command(cmds.dexec(site, "pg_dump", "-U", site.db_user, "-Fc", *excluded, "-f", files["src"], source),
+                what=f"pg_dump {source}'s schema and plain tables' rows (no hypertable or chunk data)",
+                timeout=site.command_timeout),
+        Command(cmds.dexec(site, "sh", "-c", f"pg_restore -l -f {q(files['toc'])} {q(files['src'])} && "
+                           f"grep -v -E {q(drop_toc)} {q(files['toc'])} > {q(files['list'])}"),
+                what="list that dump without TimescaleDB's entries"),
+        Command(cmds.dexec(site, *restore, "--section=pre-data", "--section=data", files["src"]),
+                what=f"restore the schema and the plain tables into {scratch}", timeout=site.command_timeout),
+    ]
+    for name in hypertables:
+        table = f"public.{ident(name)}"
+        commands.append(Command(copy_rows(site, source, scratch, table, f"SELECT * FROM {table}"),  # noqa: S608
+                                what=f"copy hypertable {name}'s rows, read through the hypertable, into {scratch}",
+                                timeout=site.command_timeout))
+    for name in caggs:
+        table = f"public.{ident(name)}"
+        if name in SUMMARY_DDL:
+            ddl, columns = SUMMARY_DDL[name]
+            create = cmds.psql(site, f"CREATE TABLE {table} ({ddl})", db=scratch)
+        else:  # no DDL of the application's: the view's own columns and types, as a plain table
+            columns = "*"
+            ddl_sql = (f"SELECT format('CREATE TABLE %s (%s);', {literal(table)}, string_agg(quote_ident(attname) "  # noqa: S608
+                       "|| ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)) FROM pg_attribute "
+                       f"WHERE attrelid = {literal(table)}::regclass AND attnum > 0 AND NOT attisdropped")
+            create = pipe_into(site, source, ddl_sql, scratch)
+        commands.append(Command(create, what=f"create {name} as a plain table in {scratch}"))
+        commands.append(Command(copy_rows(site, source, scratch, table, f"SELECT {columns} FROM {table}"),  # noqa: S608
+                                what=f"copy the rows continuous aggregate {name} shows into {scratch}",
+                                timeout=site.command_timeout))
+    # read after the rows: every id copied is below the value the copy's sequences carry
+    setval = ("SELECT format('SELECT setval(%L, %s, %s);', format('%I.%I', schemaname, sequencename), last_value, "
+              "'true') FROM pg_sequences WHERE schemaname = 'public' AND last_value IS NOT NULL")
+    commands.append(Command(pipe_into(site, source, setval, scratch), what=f"carry the sequences' values into {scratch}"))
+    commands.append(Command(cmds.dexec(site, *restore, "--section=post-data", files["src"]),
+                            what=f"create the indexes, constraints and triggers in {scratch}",
+                            timeout=site.command_timeout))
+    return commands
 
 
 def sealed_probe(path: str) -> Command:
@@ -84,6 +257,13 @@ def run_dump(runner, commands: list[Command], info: DumpInfo) -> DumpInfo:
     return info
 
 
+def archive_dbname(listing: str) -> str:
+    """The database an archive was dumped from, as ``pg_restore -l``'s header names it (a portable
+    copy names its scratch database, ``netmon_portable_*``)."""
+    m = re.search(r"^;\s+dbname: (\S+)", listing or "", re.M)
+    return m.group(1) if m else ""
+
+
 def check_dump(runner, site: SiteSettings, path: str, instead: str = "give another dump with --dump") -> DumpInfo:
     """Read-only: is ``path`` (on the server) a whole pg_dump archive fit to restore? One-line
     :class:`InputError` otherwise, ending with ``instead`` (what to do)."""
@@ -103,7 +283,7 @@ def check_dump(runner, site: SiteSettings, path: str, instead: str = "give anoth
             raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256: {recorded[:12]}…, "
                              f"file: {info.sha256[:12]}…) — it changed since it was written; {instead}")
     out = runner.run(Command(cmds.dump_list(site, path), what="list dump", changes=False, ok_codes=(0, 1)))
-    info.toc = parse_toc(out.stdout)
+    info.toc, listing = parse_toc(out.stdout), out.stdout
     if not out.ok or not info.toc:
         text = (out.stderr or out.stdout).strip().splitlines()
         reason = text[-1] if text else "no table of contents"
@@ -117,6 +297,8 @@ def check_dump(runner, site: SiteSettings, path: str, instead: str = "give anoth
         reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
         raise InputError(f"{path} is truncated or damaged ({reason}) — {instead}")
     problems = toc_problems(info.toc)
+    if archive_dbname(listing).startswith(PORTABLE_PREFIX):
+        problems.insert(0, "it is a portable copy of a database that held TimescaleDB")
     if problems:
         raise InputError(f"{path} is not a pre-migration backup: {problems[0]} (taken after the migration?) — {instead}")
     for table in info.counts:

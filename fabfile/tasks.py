@@ -12,7 +12,7 @@ import os
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import html_report, procedures
+from . import html_report, procedures, restore_check
 from .connection import for_site
 from .errors import InputError, as_exit
 from .inventory import INVENTORY_HELP, SiteSettings, load_inventory
@@ -176,4 +176,14 @@ def push_dump(c, file, inventory=None):
     _finish(procedures.push_dump_site(c, site, file, Printer(site.name)))
 
 
-__all__ = ["backup", "checks_table", "drop_database", "fetch_dump", "push_dump", "reset", "rollback", "status", "verify"]
+
+@task(auto_shortflags=False, name="restore-check",
+      help={"dump": "dump on the server (a bare name is looked up in backup_dir)", "inventory": INVENTORY_HELP})
+@as_exit
+def restore_check_task(c, dump, inventory=None):
+    """Restore DUMP into a throwaway container of the plain image with pg_restore alone; compare row counts."""
+    c, site = _site(c, inventory, "restore-check")
+    _finish(restore_check.restore_check_site(c, site, dump, Printer(site.name)))
+
+__all__ = ["backup", "checks_table", "drop_database", "fetch_dump", "push_dump", "reset", "restore_check_task", "rollback",
+           "status", "verify"]

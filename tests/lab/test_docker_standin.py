@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -375,6 +376,41 @@ def test_stopped_container_refuses_exec_but_allows_cp(site):
     site.ok("compose", "start", "db")
     skipped = "PostgreSQL Database directory appears to contain a database; Skipping initialization"
     wait_for(lambda: skipped in site.ok("compose", "logs", "db").stdout, what="a start without init")  # as the image
+
+
+def test_run_starts_a_throwaway_database_with_a_network_of_its_own_and_rm_takes_it(site):
+    """`docker run -d --rm` beside the stack's database: its own loopback (both listen on 5432), its
+    named volume created and kept after the container goes; rm's refusals and -f as the CLI has them."""
+    args = ["run", "-d", "--rm", "--name", "scratch-pg", "-e", "POSTGRES_HOST_AUTH_METHOD=trust",
+            "-v", "scratch_vol:/var/lib/postgresql/data", "postgres:16-alpine"]
+    out = site.ok(*args)
+    assert re.fullmatch(r"[0-9a-f]{64}\n", out.stdout)
+    ready = ("exec", "scratch-pg", "pg_isready", "-h", "127.0.0.1", "-U", "postgres")
+    wait_for(lambda: site.docker(*ready).returncode == 0, what="the throwaway server on its own 127.0.0.1:5432")
+    query = ("exec", "scratch-pg", "psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
+             "SELECT count(*) FROM pg_database WHERE datname = 'netmon'")
+    assert site.ok(*query).stdout.strip() == "0"  # TCP reached its own server, not netmon-db's
+    assert site.ok("exec", "netmon-db", "pg_isready", "-U", "netmon").returncode == 0
+    assert "scratch-pg" in site.ok("ps", "--format", "{{.Names}}").stdout.split()
+    assert "scratch_vol" in site.ok("volume", "ls", "-q").stdout.split()
+    again = site.docker(*args)
+    assert again.returncode == 125 and 'Conflict. The container name "/scratch-pg" is already in use' in again.stderr
+    refused = site.docker("rm", "scratch-pg")
+    assert (refused.returncode, refused.stderr.strip()) == (1, 'Error response from daemon: cannot remove container '
+                                                              '"/scratch-pg": container is running: stop the container '
+                                                              "before removing or force remove")
+    assert site.ok("rm", "-f", "scratch-pg").stdout == "scratch-pg\n"
+    assert "scratch-pg" not in site.ok("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    gone = site.docker("rm", "-f", "scratch-pg")
+    assert (gone.returncode, gone.stdout, gone.stderr.strip()) == (0, "", "Error response from daemon: No such "
+                                                                   "container: scratch-pg")
+    assert site.docker("rm", "scratch-pg").returncode == 1
+    assert site.ok("volume", "rm", "scratch_vol").stdout.strip() == "scratch_vol"  # --rm keeps named volumes
+    # --rm: a container whose main process ends is removed by itself
+    site.ok("run", "-d", "--rm", "--name", "quick", "postgres:16-alpine", "true")
+    wait_for(lambda: "quick" not in site.ok("ps", "-a", "--format", "{{.Names}}").stdout.split(), what="--rm")
+    missing = site.docker("run", "-d", "--name", "nope", "nope:1")
+    assert missing.returncode == 125 and "Unable to find image 'nope:1' locally" in missing.stderr
 
 
 def test_down_keeps_the_volume_and_then_it_can_be_removed(site):

@@ -529,7 +529,7 @@ def stop(container, timeout=STOP_TIMEOUT):
 
 def remove(container):
     stop(container)
-    shutil.rmtree(container.dir)
+    shutil.rmtree(container.dir, ignore_errors=container.cfg.get("auto_remove", False))  # --rm: its shim may be at it
 
 
 def wait_healthy(container, deadline=None):
@@ -995,11 +995,6 @@ def create(site, project, service, image_id):
     """Create the container of SERVICE (directory, config.json, state.json); not started."""
     svc = project.services[service]
     image = image_for(site, svc)
-    name = svc["container_name"]
-    cdir = site.path("containers", name)
-    os.makedirs(os.path.join(cdir, "run"))
-    os.makedirs(os.path.join(cdir, "tmp"))
-    os.chmod(os.path.join(cdir, "tmp"), 0o1777)  # noqa: S103 — the container's /tmp
     mounts = []
     for mount in svc.get("volumes", []):
         record = {"type": mount["type"], "target": mount["target"], "read_only": mount.get("read_only", False)}
@@ -1009,9 +1004,6 @@ def create(site, project, service, image_id):
         else:
             record["source"] = mount["source"]
         mounts.append(record)
-    process = main_process(site, image, service, cdir, mounts)
-    compose_env = svc.get("environment", {})
-    image_env = {"PATH": process.pop("path"), **process.pop("image_env")}
     digest = config_hash(project, service, image_id)
     labels = {"com.docker.compose.config-hash": digest, "com.docker.compose.container-number": "1",
               "com.docker.compose.image": image_id, "com.docker.compose.oneoff": "False",
@@ -1020,17 +1012,102 @@ def create(site, project, service, image_id):
               "com.docker.compose.project.working_dir": project.dir,
               "com.docker.compose.service": service, "com.docker.compose.version": COMPOSE_VERSION,
               **{k: env_value(v) for k, v in (svc.get("labels") or {}).items()}}
-    cfg = {"id": secrets.token_hex(32), "name": name, "created": time.time(), "project": project.name,
-           "service": service, "image": svc.get("image") or f"{project.name}-{service}", "image_id": image_id,
-           "runtime": image.runtime, "entrypoint": image.entrypoint, "cmd": svc.get("command") or image.cmd,
-           **process, "env": {**compose_env, **{k: v for k, v in image_env.items() if k not in compose_env}},
-           "stop_signal": image.stop_signal, "restart": svc["restart"],
-           "healthcheck": shim_healthcheck(svc.get("healthcheck")),
-           "mounts": mounts, "ports": svc.get("ports", []), "exposed": image.exposed, "labels": labels,
-           "config_hash": digest}
+    return new_container(site, svc["container_name"], image, service, mounts, svc.get("environment", {}), {
+        "project": project.name, "service": service, "image": svc.get("image") or f"{project.name}-{service}",
+        "image_id": image_id, "cmd": svc.get("command") or image.cmd, "restart": svc["restart"],
+        "healthcheck": shim_healthcheck(svc.get("healthcheck")), "ports": svc.get("ports", []), "labels": labels,
+        "config_hash": digest})
+
+
+def new_container(site, name, image, service, mounts, env, fields):
+    """Write a new container NAME running IMAGE (config.json, state.json, tmp/, run/); not started.
+    FIELDS: what differs between compose's containers and `docker run`'s (project, cmd, labels ...)."""
+    cdir = site.path("containers", name)
+    os.makedirs(os.path.join(cdir, "run"))
+    os.makedirs(os.path.join(cdir, "tmp"))
+    os.chmod(os.path.join(cdir, "tmp"), 0o1777)  # noqa: S103 — the container's /tmp
+    process = main_process(site, image, service, cdir, mounts)
+    image_env = {"PATH": process.pop("path"), **process.pop("image_env")}
+    cfg = {"id": secrets.token_hex(32), "name": name, "created": time.time(), "runtime": image.runtime,
+           "entrypoint": image.entrypoint, **process,
+           "env": {**env, **{k: v for k, v in image_env.items() if k not in env}},
+           "stop_signal": image.stop_signal, "mounts": mounts, "exposed": image.exposed, **fields}
     shim.write_json(os.path.join(cdir, "config.json"), cfg)
     shim.write_json(os.path.join(cdir, "state.json"), {"status": "created"})
     return Container(cdir)
+
+
+def cmd_run(site, args):
+    """docker run -d [--rm] [--name N] [-e K=V] [-v VOLUME:PATH] IMAGE [CMD...]: create and start a
+    container of IMAGE with a network of its own (no port published), print its id. A named volume
+    that does not exist is created, as the engine does; --rm removes the container when it exits."""
+    opts, rest = parse(args, {"-d": "detach", "--detach": "detach", "--rm": "rm", "--name": "name=",
+                              "-e": "env*", "--env": "env*", "-v": "volume*", "--volume": "volume*"},
+                       "run", interspersed=False)
+    if not rest:
+        raise DockerError('docker: \'docker run\' requires at least 1 argument\n\nUsage:  docker run [OPTIONS] IMAGE '
+                          "[COMMAND] [ARG...]\n\nSee 'docker run --help' for more information", code=125)
+    if not opts.get("detach"):
+        raise Unsupported("run without -d")
+    ref, cmd = normal_ref(rest[0]), rest[1:]
+    name = opts.get("name") or f"lab_{secrets.token_hex(4)}"
+    with site.locked():
+        found = site.find_image(ref)
+        if found is None:
+            print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+            raise DockerError(f"docker: Error response from daemon: {registry_unreachable(ref)}.\n\n"
+                              "Run 'docker run --help' for more information", code=125)
+        image = runtime_of(*found)
+        if image is None:
+            raise Unsupported(f"image {ref}")
+        existing = site.find(name)
+        if existing is not None and existing.name == name:
+            raise DockerError(f'docker: Error response from daemon: Conflict. The container name "/{name}" is already in '
+                              f'use by container "{existing.id}". You have to remove (or rename) that container to '
+                              "be able to reuse that name.\n\nRun 'docker run --help' for more information", code=125)
+        mounts = []
+        for spec in opts.get("volume", []):
+            volume, _, target = spec.partition(":")
+            if not target.startswith("/") or not re.fullmatch(r"[A-Za-z0-9][\w.-]+", volume):
+                raise Unsupported(f"run -v {spec}")
+            if not site.has_volume(volume):
+                create_volume(site, volume, None)
+            mounts.append({"type": "volume", "target": target, "read_only": False, "name": volume,
+                           "source": site.path("volumes", volume, "_data")})
+        env = dict(item.partition("=")[::2] for item in opts.get("env", []))
+        container = new_container(site, name, image, name, mounts, env, {
+            "project": "", "service": "", "image": rest[0], "image_id": found[1]["Id"], "cmd": cmd or image.cmd,
+            "restart": "no", "healthcheck": None, "ports": [], "labels": {}, "config_hash": "",
+            "netns": True, "auto_remove": bool(opts.get("rm"))})
+        start(container)
+    print(container.id)
+    return 0
+
+
+def cmd_rm(site, args):
+    """docker rm [-f] CONTAINER...: a running one only with -f; with -f a missing one is no failure."""
+    opts, names = parse(args, {"-f": "force", "--force": "force", "-v": "volumes", "--volumes": "volumes"}, "rm")
+    if not names:
+        raise DockerError('"docker rm" requires at least 1 argument.')
+    errors = []
+    with site.locked():
+        for name in names:
+            container = site.find(name)
+            if container is None:  # with -f the CLI prints the error and carries on: exit 0
+                if opts.get("force"):
+                    print(no_such_container(name), file=sys.stderr)
+                else:
+                    errors.append(str(no_such_container(name)))
+                continue
+            if container.state["status"] in RUNNING and not opts.get("force"):
+                errors.append(f'Error response from daemon: cannot remove container "/{container.name}": container is '
+                              "running: stop the container before removing or force remove")
+                continue
+            remove(container)
+            print(name)
+    if errors:
+        raise DockerError("\n".join(errors))
+    return 0
 
 
 # ---------------------------------------------------------------- what ps and inspect show
@@ -1559,7 +1636,7 @@ def cmd_exec(site, args):
         argv = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--init-groups", "--", *argv]
     workdir = opts.get("workdir") or container.cfg["cwd"]
     if container.cfg["view"]:
-        argv = shim.view_argv(container.cfg, argv, cwd=workdir)
+        argv = shim.view_argv(container.cfg, argv, cwd=workdir, cdir=container.dir)
     else:
         os.chdir(workdir)
     if not opts.get("interactive"):  # as docker: without -i the command's stdin is empty
@@ -1904,7 +1981,7 @@ def cmd_lifecycle(action):
 
 COMMANDS = {"compose": cmd_compose, "exec": cmd_exec, "cp": cmd_cp, "logs": cmd_logs, "ps": cmd_ps,
             "inspect": cmd_inspect, "volume": cmd_volume, "image": cmd_image, "images": cmd_images, "pull": cmd_pull,
-            "rmi": cmd_rmi, "stop": cmd_lifecycle("stop"),
+            "rmi": cmd_rmi, "run": cmd_run, "rm": cmd_rm, "stop": cmd_lifecycle("stop"),
             "start": cmd_lifecycle("start"), "restart": cmd_lifecycle("restart")}
 
 

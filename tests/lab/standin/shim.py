@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,18 +107,25 @@ def kill_leftovers(state):
         kill_group(state["pid"])
 
 
-def view_argv(cfg, argv, cwd="/"):
+def view_argv(cfg, argv, cwd="/", main=False, cdir=None):
     """ARGV as run in the container's view: a private mount namespace with cfg["view"]'s binds.
 
-    Containers without binds (everything but the database) run in the site as it is."""
+    Containers without binds (everything but the database) run in the site as it is. A container
+    with a network of its own (``docker run``: cfg["netns"]) gets it when its MAIN process starts
+    (loopback up, as docker's bridge network has it); exec and healthchecks join that one."""
     if not cfg["view"]:
         return argv
     binds = []
     for target, source in cfg["view"].items():
         os.makedirs(os.path.realpath(target), exist_ok=True)  # the mount point, on the site's fs
         binds += [source, target]
-    return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", VIEW_SCRIPT,
-            "view", cwd, *binds, "--", *argv]
+    script, flags = VIEW_SCRIPT, ["--mount"]
+    if cfg.get("netns") and main:
+        script, flags = "ip link set lo up || exit 125; " + VIEW_SCRIPT, ["--mount", "--net"]
+    wrapped = ["unshare", *flags, "--propagation", "private", "/bin/sh", "-c", script, "view", cwd, *binds, "--", *argv]
+    if cfg.get("netns") and not main:
+        wrapped = ["nsenter", f"--net=/proc/{read_state(cdir)['pid']}/ns/net", "--", *wrapped]
+    return wrapped
 
 
 def process_env(cfg):
@@ -191,6 +199,13 @@ class Shim:
         return self.stop_requested
 
     def run(self):
+        try:
+            self.supervise_runs()
+        finally:
+            if self.cfg.get("auto_remove"):  # docker run --rm: the container (and its anonymous volume) goes
+                shutil.rmtree(self.cdir, ignore_errors=True)
+
+    def supervise_runs(self):
         self.update(shim_pid=os.getpid(), shim_start=process_start(os.getpid())[1])
         backoff = 0
         while True:
@@ -222,7 +237,7 @@ class Shim:
             self.update(status="exited", exit_code=127, error=error, finished_at=time.time(), pid=0)
             return None
         # pdeathsig: if this shim is killed, the container's processes die with it.
-        argv = ["setpriv", "--pdeathsig", "KILL", "--", *view_argv(self.cfg, self.cfg["argv"])]
+        argv = ["setpriv", "--pdeathsig", "KILL", "--", *view_argv(self.cfg, self.cfg["argv"], main=True)]
         child = subprocess.Popen(argv, cwd=self.cfg["cwd"], env=process_env(self.cfg),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, start_new_session=True)
@@ -268,7 +283,7 @@ class Shim:
         while not done.wait(check["interval"]):
             begin = time.time()
             try:
-                result = subprocess.run(view_argv(self.cfg, check["argv"]), env=process_env(self.cfg),
+                result = subprocess.run(view_argv(self.cfg, check["argv"], cdir=self.cdir), env=process_env(self.cfg),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, timeout=check["timeout"])
                 code, output = result.returncode, result.stdout[:HEALTH_OUTPUT_MAX].decode(errors="replace")
