@@ -196,6 +196,10 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions, task: str = "ro
         if state.backup_free_kb is not None and need and state.backup_free_kb * 1024 < need:
             raise PreflightError(f"{site.backup_dir} has {state.backup_free_kb // 1024} MiB free, the safety dump may need "
                                  f"{need // 2**20} MiB — free space or use --no-safety-dump")
+        scratch = dumps.portable_disk_need(state) if opts.safety_dump and not running_plain(site, state) else 0
+        if scratch and state.db_free_kb is not None and state.db_free_kb * 1024 < scratch:
+            raise PreflightError(f"the database volume has {state.db_free_kb // 1024} MiB free, the portable safety dump's "
+                                 f"scratch copy needs about {scratch // 2**20} MiB — free space first")
         need = state.hypertable_bytes or 0
         if opts.mode == "convert" and state.db_free_kb is not None and state.db_free_kb * 1024 < need:
             raise PreflightError(f"the database volume has {state.db_free_kb // 1024} MiB free, convert's copies of the "
@@ -266,10 +270,24 @@ def find_revision(runner, site: SiteSettings, pf: Preflight, commit: str | None 
 
 # --- building plans -------------------------------------------------------------------------
 
-def safety_dump_step(site: SiteSettings, ts: str, db: str | None = None) -> tuple[str, Step]:
+def safety_dump_step(site: SiteSettings, ts: str, db: str | None = None, portable: dict | None = None) -> tuple[str, Step]:
+    """``portable``: :func:`dumps.portable_args` — a database holding TimescaleDB is copied so that
+    the dump restores on the plain image."""
     final = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}.dump"
     return final, Step("safety-dump", f"safety dump of {db or site.db_name} to {final}",
-                       dumps.make_dump_commands(site, final, db=db, what="safety dump"), done=dumps.sealed_probe(final))
+                       dumps.make_dump_commands(site, final, db=db, what="safety dump", **(portable or {})),
+                       done=dumps.sealed_probe(final))
+
+
+def portable_or_plain(state: SiteState, plain: bool, where: str, plan: Plan) -> dict:
+    """The safety dump's facts: portable on the TimescaleDB image; on the plain image TimescaleDB's
+    rows cannot be read through it, so the dump is pg_dump's own (say so)."""
+    if plain:
+        if state.extension.get(state.db_name):
+            plan.findings.append("the database runs on the plain image: the safety dump is pg_dump's own (its "
+                                 "hypertables' rows restore only on a TimescaleDB server)")
+        return {}
+    return dumps.portable_args(state, where)
 
 
 def housekeeping_steps(site: SiteSettings, state: SiteState) -> list[Step]:
@@ -337,10 +355,17 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
 
     # while the stack serves: copy, side restore, files, images, other databases, preload
     if opts.safety_dump:
-        plan.safety_dump, step = safety_dump_step(site, ts)
+        plan.safety_dump, step = safety_dump_step(site, ts, portable=portable_or_plain(state, plain, name, plan))
         plan.steps.append(step)
     side, old = f"{SIDE_PREFIX}{ts}", f"{OLD_PREFIX}{ts}"
-    srcs = convert.sources(state.hypertables, state.caggs) if opts.mode == "convert" else []
+    if opts.mode == "restore":
+        assert pf.dump is not None
+        plan.steps.append(Step("restore-side", f"restore {pf.dump.path} into side database {side} while the stack serves",
+                               database.restore_side_commands(site, pf.dump.path, side, pf.dump.counts)))
+    # restore converts the old database too, so that what it held when the writers stopped is kept as
+    # plain PostgreSQL (its copy restores anywhere) — when its TimescaleDB can still be read
+    convert_old = opts.mode == "restore" and not plain and bool(state.hypertables or state.caggs)
+    srcs = convert.sources(state.hypertables, state.caggs) if opts.mode == "convert" or convert_old else []
     if srcs:
         names = ", ".join(n for n, _ in srcs)
         plan.steps += [
@@ -352,10 +377,6 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
                  convert.check_commands(site, srcs)),
         ]
         plan.undo, plan.undo_steps = convert.undo_commands(site), ["convert-prepare", "convert-copy", "convert-check"]
-    if opts.mode == "restore":
-        assert pf.dump is not None
-        plan.steps.append(Step("restore-side", f"restore {pf.dump.path} into side database {side} while the stack serves",
-                               database.restore_side_commands(site, pf.dump.path, side, pf.dump.counts)))
     plan.steps.extend(files_revert_steps(site, pf, ts, plan))
     if state.build_services:
         plan.steps.append(Step("build", f"build {', '.join(state.build_services)} from the reverted files while the stack "
@@ -385,6 +406,10 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
                                    "DROP EXTENSION timescaledb — one transaction", convert.switch_commands(site, srcs),
                                    downtime=True, done=convert.switch_done_probe(site)))
     else:
+        if convert_old:
+            plan.steps.append(Step("convert-switch", f"convert {site.db_name} (the old database) to plain tables: last "
+                                   "catch-up and check, DROP EXTENSION timescaledb — one transaction",
+                                   convert.switch_commands(site, srcs), downtime=True, done=convert.switch_done_probe(site)))
         plan.steps.append(Step("swap", f"swap the restored database in ({site.db_name} → {old})",
                                database.swap_commands(site, side, old), downtime=True,
                                done=database.swap_done_probe(site, side, old)))
@@ -399,11 +424,18 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         plan.steps.append(Step("drop-leftovers", "drop unfinished side databases of an earlier restore",
                                database.drop_database_commands(site, leftovers, force=True)))
     if opts.mode == "restore":
+        copy = plan.safety_dump
+        if convert_old and opts.safety_dump:
+            copy = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}_at_stop.dump"
+            plan.steps.append(Step("copy-old", f"dump the old database {old} as it was when the writers stopped (plain "
+                                   f"PostgreSQL now) to {copy}", dumps.make_dump_commands(site, copy, db=old,
+                                                                                         what="copy of the old database"),
+                                   done=dumps.sealed_probe(copy)))
         if opts.safety_dump:
-            check = dumps.sealed_probe(plan.safety_dump)
-            check.what = f"its copy {plan.safety_dump} is there and matches its sha256"
+            check = dumps.sealed_probe(copy)
+            check.what = f"its copy {copy} is there and matches its sha256"
             check.changes = True  # a step's guard: it runs when the step does (a dry run has no copy to check)
-            plan.steps.append(Step("drop-old", f"drop the old database {old} (its copy: {plan.safety_dump})",
+            plan.steps.append(Step("drop-old", f"drop the old database {old} (its copy: {copy})",
                                    [check, *database.drop_database_commands(site, [old])]))
         else:
             plan.kept.append(old)
@@ -431,7 +463,8 @@ def reset_plan(site: SiteSettings, pf: Preflight, ts: str, where: str | None = N
     plan.steps.extend(housekeeping_steps(site, state))
     if state.db_answers and site.db_name in state.databases:
         require_known(state, plan.site, "app")
-        plan.safety_dump, step = safety_dump_step(site, ts)
+        plain = running_plain(site, state)
+        plan.safety_dump, step = safety_dump_step(site, ts, portable=portable_or_plain(state, plain, plan.site, plan))
         plan.steps.append(step)
     else:
         archive = f"{site.backup_dir}/netmon_volume_pre_reset_{ts}.tar.gz"

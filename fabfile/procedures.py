@@ -50,8 +50,9 @@ NOTES = {
         "  flow_summary_5m fills after the first rollup cycle (5 minutes).",
     ],
     "restore": [
-        "Restored: the database is back to the pre-migration backup. Rows written after that backup are only in",
-        "  the safety dump named below (a copy of the migrated database: it restores on a TimescaleDB server).",
+        "Restored: the database is back to the pre-migration backup. Rows written after that backup are in the",
+        "  copies named below: *_at_stop.dump holds the old database as it was when the writers stopped,",
+        "  converted to plain tables (it restores on plain PostgreSQL with pg_restore).",
     ],
     "convert": [
         "Converted: every hypertable and continuous aggregate is a plain table with every row it held when the",
@@ -163,7 +164,8 @@ def backup_site(c, site: SiteSettings, printer: Printer | None = None, download:
             final = f"{site.backup_dir}/netmon_pre_tsdb_{dumps.utc_stamp()}.dump"
             runner.step = "backup"
             runner.printer.progress(f"pg_dump {site.db_name} → {final}")
-            info = dumps.run_dump(runner, dumps.make_dump_commands(site, final, what="backup"), DumpInfo(final))
+            commands = dumps.make_dump_commands(site, final, what="backup", **dumps.portable_args(state, runner.site))
+            info = dumps.run_dump(runner, commands, DumpInfo(final))
             tables = len(info.tables)
             lines = [f"backup: {final}", f"size:   {human_size(info.size)} ({info.size} bytes)", f"sha256: {info.sha256}",
                      f"tables: {tables} ({sum(info.counts.values())} rows read back)"]
@@ -174,8 +176,9 @@ def backup_site(c, site: SiteSettings, printer: Printer | None = None, download:
                 lines.append(f"downloaded: {local} (sha256 checked)")
                 data["local"] = str(local)
             if state.extension.get(site.db_name):
-                lines.append(f"note: {site.db_name} holds TimescaleDB, so this is a copy of the migrated database, not a "
-                             "pre-migration backup; rollback --mode=restore refuses it and names the next older dump")
+                lines.append(f"note: {site.db_name} holds TimescaleDB, so this is a copy of the migrated database (made "
+                             "portable: it restores on plain PostgreSQL), not a pre-migration backup; rollback "
+                             "--mode=restore refuses it and names the next older dump")
             runner.printer.block("\n".join(lines))
             return HostResult(runner.site, "backup", True, summary=final, data=data, audit_log=str(runner.audit.path))
     return _guard("backup", site, printer, body)
@@ -441,7 +444,8 @@ def drop_kept_site(c, site: SiteSettings, name: str, yes: bool = False, printer:
             require_site(site, state, runner.site)
             if name not in state.kept_dbs:
                 raise InputError(f"{name} does not exist on {runner.site} — status lists the kept databases")
-            final, step = safety_dump_step(site, dumps.utc_stamp(), db=name)
+            final, step = safety_dump_step(site, dumps.utc_stamp(), db=name,
+                                           portable=dumps.probe_portable(runner, site, name))
             plan = Plan(site=runner.site, mode="drop-database", ts="", task="drop-database",
                         steps=[step, Step("drop-kept", f"drop {name}", database.drop_database_commands(site, [name]))])
             runner.printer.block(plan.render())

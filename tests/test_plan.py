@@ -107,8 +107,14 @@ def test_restore_plan_side_database_then_swap_then_drop_old():
     dump = DumpInfo("/root/netmon_pre_tsdb_20250101_000000.dump",
                     readback=Readback(counts={"public.flow_records": 10, "public.users": 1}, complete=True, exit=0))
     plan = build_plan(SITE, Preflight(migrated(), dump=dump, revision="aaa"), RollbackOptions(mode="restore"), TS)
-    assert keys(plan) == ["safety-dump", "restore-side", "revert-files", "build", "stop-writers", "swap", "start-db",
-                          "start-app", "drop-old"]
+    # the old database is converted too (online, then its last catch-up in the downtime), and dumped
+    # as plain PostgreSQL once the site serves again: what it held when the writers stopped is kept
+    assert keys(plan) == ["safety-dump", "restore-side", "convert-prepare", "convert-copy", "convert-check",
+                          "revert-files", "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app",
+                          "copy-old", "drop-old"]
+    assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "convert-switch", "swap", "start-db", "start-app"]
+    at_stop = f"/root/netmon_pre_rollback_{TS}_at_stop.dump"
+    assert f"-Fc netmon_old_{TS}" in step(plan, "copy-old").commands[0].cmd and at_stop in step(plan, "drop-old").title
     side = step(plan, "restore-side").commands
     assert f'DROP DATABASE IF EXISTS "netmon_restore_{TS}" WITH (FORCE)' in side[0].cmd  # a rerun starts clean
     assert "TEMPLATE template0" in side[2].cmd and f"netmon_restore_{TS}" in side[2].cmd
@@ -126,7 +132,7 @@ def test_restore_plan_side_database_then_swap_then_drop_old():
     assert judge(swap.done.check, Outcome("x", 0, "1|0\n")) is None and judge(swap.done.check, Outcome("x", 0, "0|1\n"))
     # the old database goes only once its copy is checked
     drop = step(plan, "drop-old").commands
-    assert "sha256sum -c --status" in drop[0].cmd and "DROP DATABASE" in drop[1].cmd
+    assert "sha256sum -c --status" in drop[0].cmd and "netmon_pre_rollback_" in drop[0].cmd and "DROP DATABASE" in drop[1].cmd
 
 
 def test_restore_without_safety_dump_keeps_the_old_database():
