@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -189,3 +190,29 @@ def kill_ssh_sessions(lab, site: str) -> list[int]:
         except ProcessLookupError:
             pass
     return pids
+
+
+class PlainServer:
+    """A throwaway container of the plain image (PostgreSQL 15's own binaries, no TimescaleDB library)
+    on the site, where the test itself restores a copy with pg_restore alone."""
+
+    def __init__(self, lab, site: str):
+        self.lab, self.site, self.name = lab, site, f"t-plain-{secrets.token_hex(3)}"
+        ssh(lab, site, f"docker run -d --rm --name {self.name} -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16-alpine")
+        assert wait_until(lambda: ssh(lab, site, f"docker exec {self.name} pg_isready -h 127.0.0.1 -U postgres",
+                                      check=False).endswith("accepting connections"), timeout=60)
+
+    def restore(self, path: str) -> str:
+        """pg_restore's output (it must exit 0) into a new database ``restored``."""
+        ssh(self.lab, self.site, f"docker exec {self.name} createdb -U postgres -T template0 restored")
+        out = ssh(self.lab, self.site, f"docker exec -i {self.name} pg_restore -U postgres -d restored --no-owner "
+                                       f"--no-privileges < {path} 2>&1; echo \"exit=$?\"")
+        assert out.endswith("exit=0"), out
+        return out
+
+    def sql(self, query: str) -> str:
+        return ssh(self.lab, self.site, f"docker exec -i {self.name} psql -U postgres -d restored -X -tA "
+                                        "-v ON_ERROR_STOP=1", stdin=query + "\n")
+
+    def close(self) -> None:
+        ssh(self.lab, self.site, f"docker rm -f {self.name}", check=False)

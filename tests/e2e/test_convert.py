@@ -12,14 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import fab, http_code, sql, ssh
+from tests.e2e.helpers import PlainServer, fab, http_code, sql, ssh
 
 pytestmark = pytest.mark.lab
 
 VARIANTS = ["migrated", "summary-cagg", "third-hypertable", "preload-alter-system", "uncommitted", "backend-crashloop",
-            "fresh-volume", "migrated"]
+            "fresh-volume", "migrated", "summary-cagg"]
 SITES = {f"lab{i}": v for i, v in enumerate(VARIANTS, 1)}
-UNDO_SITE = "lab8"
+UNDO_SITE, RESTORE_SITE = "lab8", "lab9"
+CONVERTED = [s for s in SITES if s not in (UNDO_SITE, RESTORE_SITE)]
 
 # md5 of every row of every other table, read the same way before and after
 CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
@@ -82,12 +83,11 @@ def convert_site(lab, site: str) -> dict:
 
 @pytest.fixture(scope="module")
 def converted(lab):
-    sites = [s for s in SITES if s != UNDO_SITE]
     with ThreadPoolExecutor(3) as pool:
-        return {r["site"]: r for r in pool.map(lambda s: convert_site(lab, s), sites)}
+        return {r["site"]: r for r in pool.map(lambda s: convert_site(lab, s), CONVERTED)}
 
 
-@pytest.mark.parametrize("site", [s for s in SITES if s != UNDO_SITE], ids=lambda s: SITES[s])
+@pytest.mark.parametrize("site", CONVERTED, ids=lambda s: SITES[s])
 def test_convert_keeps_every_row(converted, site):
     r = converted[site]
     out = r["out"]
@@ -135,3 +135,27 @@ def test_convert_that_fails_before_the_writers_stop_is_undone_then_a_rerun_finis
     assert "resuming" not in rerun.stdout
     missing = committed_ids(lab, site) - flow_ids(lab, site)
     assert not missing
+
+
+def test_restore_keeps_what_the_old_database_held_when_the_writers_stopped(lab):
+    """The rows written after the pre-migration backup, up to the writers' stop, are in the copy the
+    run names (*_at_stop.dump), which the test restores itself onto the plain image."""
+    site = RESTORE_SITE
+    before = committed_ids(lab, site)
+    out = fab(lab, site, "rollback", "--mode=restore", "--yes", timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    copy = next(ln.split()[2] for ln in out.stdout.splitlines() if ln.startswith("Copy made:") and "_at_stop.dump" in ln)
+    assert "*_at_stop.dump holds the old database as it was when the writers stopped" in out.stdout
+    assert sql(lab, site, "SELECT count(*) FROM pg_database WHERE datname LIKE 'netmon_old_%'", db="postgres") == "0"
+    plain = PlainServer(lab, site)
+    try:
+        plain.restore(copy)
+        restored = {int(i) for i in plain.sql("SELECT id FROM flow_records").split()}
+        assert plain.sql("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == "0"
+        assert int(plain.sql("SELECT count(*) FROM flow_summary_5m")) > 0
+    finally:
+        plain.close()
+    assert before and before <= restored  # every flow committed before the run began
+    # and every one committed until the writers stopped: no gap up to the last id the copy holds
+    gaps = {i for i in committed_ids(lab, site) if i <= max(restored)} - restored
+    assert not gaps, f"{len(gaps)} committed flow ids missing from {copy}"

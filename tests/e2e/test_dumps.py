@@ -4,12 +4,11 @@ and reset, read back on the server."""
 from __future__ import annotations
 
 import hashlib
-import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.e2e.helpers import dump_flows, fab, http_code, login_and_stats, snapshot, sql, ssh, wait_until
+from tests.e2e.helpers import PlainServer, dump_flows, fab, http_code, login_and_stats, snapshot, sql, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -75,32 +74,6 @@ def test_fetch_then_push_dump_checks_sha256_at_both_ends(lab, tmp_path):
 def test_fetch_of_a_missing_dump_is_refused(lab, tmp_path):
     out = fab(lab, "lab1", "fetch-dump", "--dump=/root/nope.dump", f"--to={tmp_path}")
     assert out.returncode != 0 and "not found" in out.stderr and not list(tmp_path.iterdir())
-
-
-class PlainServer:
-    """A throwaway container of the plain image (PostgreSQL 15's own binaries, no TimescaleDB library)
-    on the site, where the test itself restores a copy with pg_restore alone."""
-
-    def __init__(self, lab, site: str):
-        self.lab, self.site, self.name = lab, site, f"t-plain-{secrets.token_hex(3)}"
-        ssh(lab, site, f"docker run -d --rm --name {self.name} -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16-alpine")
-        assert wait_until(lambda: ssh(lab, site, f"docker exec {self.name} pg_isready -h 127.0.0.1 -U postgres",
-                                      check=False).endswith("accepting connections"), timeout=60)
-
-    def restore(self, path: str) -> str:
-        """pg_restore's output (it must exit 0) into a new database ``restored``."""
-        ssh(self.lab, self.site, f"docker exec {self.name} createdb -U postgres -T template0 restored")
-        out = ssh(self.lab, self.site, f"docker exec -i {self.name} pg_restore -U postgres -d restored --no-owner "
-                                       f"--no-privileges < {path} 2>&1; echo \"exit=$?\"")
-        assert out.endswith("exit=0"), out
-        return out
-
-    def sql(self, query: str) -> str:
-        return ssh(self.lab, self.site, f"docker exec -i {self.name} psql -U postgres -d restored -X -tA "
-                                        "-v ON_ERROR_STOP=1", stdin=query + "\n")
-
-    def close(self) -> None:
-        ssh(self.lab, self.site, f"docker rm -f {self.name}", check=False)
 
 
 def flow_ids(text: str) -> set[int]:
