@@ -142,6 +142,7 @@ def test_probe_site_builds_state_from_recorded_output():
     assert state.compose_timescale and state.db_answers and state.plain_image is True
     assert state.extension == {"postgres": False, "template1": False, "netmon": True}
     assert state.hypertables == ["flow_records"] and state.compressed == ["flow_records"]
+    assert state.hypertable_bytes == 761856  # what convert's copies will need
     assert state.relations["flow_records"] == ("r", 8) and not state.flow_plain("flow_records")
     assert state.pre_migration_rev() == "21aa2a8a8904da0a6ddfd930623a132043a4b078"
     assert state.backups[0].age == 9 and not state.backups[0].has_sha
