@@ -8,19 +8,23 @@ no TimescaleDB object is left anywhere; a convert that fails before the writers 
 
 from __future__ import annotations
 
+import json
+import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import PlainServer, fab, http_code, sql, ssh
+from tests.e2e.helpers import PlainServer, assert_rolled_back, fab, fab_start, http_code, sql, ssh
 
 pytestmark = pytest.mark.lab
 
 VARIANTS = ["migrated", "summary-cagg", "third-hypertable", "preload-alter-system", "uncommitted", "backend-crashloop",
-            "fresh-volume", "migrated", "summary-cagg"]
+            "fresh-volume", "migrated", "summary-cagg", "summary-cagg"]
 SITES = {f"lab{i}": v for i, v in enumerate(VARIANTS, 1)}
-UNDO_SITE, RESTORE_SITE = "lab8", "lab9"
-CONVERTED = [s for s in SITES if s not in (UNDO_SITE, RESTORE_SITE)]
+UNDO_SITE, RESTORE_SITE, FAULT_SITE = "lab8", "lab9", "lab10"
+CONVERTED = [s for s in SITES if s not in (UNDO_SITE, RESTORE_SITE, FAULT_SITE)]
 
 # md5 of every row of every other table, read the same way before and after
 CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
@@ -81,10 +85,57 @@ def convert_site(lab, site: str) -> dict:
     return found
 
 
+def killed_at(lab, site: str, step: int) -> tuple[int, str]:
+    """`fab rollback --mode=convert --yes`, SIGKILLed the moment it prints that step ``step`` starts:
+    (-9, its output), or (10, …) while the last killed run's lock is still let go. Bounded: a run that
+    never gets there fails the test."""
+    proc = fab_start(lab, site, "rollback", "--mode=convert", "--yes")
+    starts = re.compile(rf"^\[\s*[\d.]+s\] \[{step}/\d+\] (?!done:|FAILED:|already done:)")
+    timer = threading.Timer(300, proc.kill)
+    timer.start()
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if starts.search(line):
+            proc.kill()
+            break
+    out, err = proc.communicate()
+    timer.cancel()
+    assert proc.returncode in (-9, 10), f"{site}: step {step} never started:\n" + "".join(seen)[-2000:] + err
+    return proc.returncode, "".join(seen) + out
+
+
+def fault_chain(lab, site: str) -> dict:
+    """Killed at every step in turn: the first run as step 1 starts, each rerun as the step after the
+    one it resumed at starts; then the same command once more, which must finish."""
+    plan = json.loads(fab(lab, site, "rollback", "--mode=convert", "--dry-run", "--json").stdout)
+    keys = [st["key"] for st in plan["steps"]]
+    texts = []
+    for step in range(1, len(keys) + 1):
+        deadline = time.monotonic() + 60  # the killed run's lock is let go within 30 s
+        while True:
+            code, text = killed_at(lab, site, step)
+            if code != 10 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert code == -9, text[-2000:]
+        texts.append(text)
+    deadline = time.monotonic() + 60
+    while True:
+        last = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+        if last.returncode != 10 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return {"site": site, "keys": keys, "texts": texts, "last": last}
+
+
 @pytest.fixture(scope="module")
 def converted(lab):
     with ThreadPoolExecutor(3) as pool:
-        return {r["site"]: r for r in pool.map(lambda s: convert_site(lab, s), CONVERTED)}
+        chain = pool.submit(fault_chain, lab, FAULT_SITE)
+        found = {r["site"]: r for r in pool.map(lambda s: convert_site(lab, s), CONVERTED)}
+        found[FAULT_SITE] = chain.result()
+    return found
 
 
 @pytest.mark.parametrize("site", CONVERTED, ids=lambda s: SITES[s])
@@ -159,3 +210,19 @@ def test_restore_keeps_what_the_old_database_held_when_the_writers_stopped(lab):
     # and every one committed until the writers stopped: no gap up to the last id the copy holds
     gaps = {i for i in committed_ids(lab, site) if i <= max(restored)} - restored
     assert not gaps, f"{len(gaps)} committed flow ids missing from {copy}"
+
+
+def test_convert_killed_at_every_step_resumes_each_time_and_finishes_with_every_row(lab, converted):
+    r = converted[FAULT_SITE]
+    assert r["keys"][:4] == ["safety-dump", "convert-prepare", "convert-copy", "convert-check"]
+    assert "convert-switch" in r["keys"]
+    for step, text in enumerate(r["texts"], 1):
+        if step > 1:  # each rerun read the journal and resumed where the killed run was
+            assert re.search(rf"an earlier rollback run \(--mode=convert, pid \d+ .*: resuming at step {step - 1}\b",
+                             text), text[-2000:]
+    last = r["last"]
+    assert last.returncode == 0, last.stdout[-3000:] + last.stderr
+    assert re.search(rf"resuming at step {len(r['keys'])}\b", last.stdout)
+    assert_rolled_back(lab, FAULT_SITE)
+    assert not committed_ids(lab, FAULT_SITE) - flow_ids(lab, FAULT_SITE)
+    assert sql(lab, FAULT_SITE, TIMESCALE_LEFT) == "0"
