@@ -9,32 +9,17 @@ import pytest
 
 from tests.lab.lab import Lab
 
-#: Modules that take longest (measured), started first under `pytest -n N --dist loadgroup` so that
-#: the short ones fill the gaps at the end; any module not named here keeps its place after them.
-LONGEST_FIRST = (
-    "tests/e2e/test_state_machine.py",
-    "tests/e2e/test_rollback.py",
-    "tests/lab/test_lab.py",
-    "tests/e2e/test_fleet.py",
-)
-
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under xdist's loadgroup every module is one work unit (its module-scoped lab is made once),
-    unless its tests name an xdist_group of their own (a module with two labs may split in two);
-    heaviest units first. Without xdist the order is unchanged."""
+    unless its tests name an xdist_group of their own (a module with two labs may split in two).
+    Without xdist nothing changes."""
     if not getattr(config.option, "loadgroup", False):  # set by xdist in its workers
         return
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-    def rank(item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: each module's own order is kept
 
 
 @pytest.fixture(scope="module")
