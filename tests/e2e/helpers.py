@@ -131,9 +131,11 @@ def assert_rolled_back(lab, site: str) -> None:
     assert wait_for_new_flows(lab, site), "no new flows after the rollback"
 
 
-def audit_text(since: float) -> str:
-    """Every audit log line written since ``since`` (epoch seconds)."""
-    return "".join(p.read_text() for p in AUDIT_DIR.glob("audit_*.jsonl") if p.stat().st_mtime >= since)
+def audit_text(since: float, directory: Path = AUDIT_DIR) -> str:
+    """Every audit log line written in ``directory`` since ``since`` (epoch seconds). The shared
+    AUDIT_DIR also gets other test processes' lines (pytest -n): a test that must see only its own
+    run's lines gives that run a directory of its own."""
+    return "".join(p.read_text() for p in directory.glob("audit_*.jsonl") if p.stat().st_mtime >= since)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from tests.e2e.helpers import (
-    AUDIT_DIR,
     assert_rolled_back,
     audit_text,
     fab,
@@ -125,17 +124,17 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab):
     assert snapshot(lab, "lab1") == before
 
 
-def test_admin_password_never_leaves_in_clear(lab):
+def test_admin_password_never_leaves_in_clear(lab, tmp_path):
     password = lab.admin_password_file.read_text().strip()
     started = time.time() - 1
-    out = fab(lab, "lab1", "verify")  # migrated: fails, but logs in first
+    out = fab(lab, "lab1", "verify", env={"NETMON_AUDIT_DIR": str(tmp_path)})  # migrated: fails, but logs in first
     assert "login + /api/flows/stats" in out.stdout
     assert [ln for ln in out.stdout.splitlines() if "login" in ln and "200" in ln and "PASS" in ln]
-    text = audit_text(started)
+    text = audit_text(started, tmp_path)  # this run's log alone
     assert '"what": "login"' in text  # the login ran and was logged...
     assert password not in text and password not in out.stdout + out.stderr  # ...without the password
     assert "Bearer" not in text
-    assert AUDIT_DIR.is_dir()
+    assert list(tmp_path.glob("audit_lab1_*_verify.jsonl"))
 
 
 LOCKER = "BEGIN; LOCK TABLE dashboards IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(90); COMMIT"

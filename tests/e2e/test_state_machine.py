@@ -27,6 +27,9 @@ from tests.e2e.helpers import (
 )
 
 pytestmark = pytest.mark.lab
+#: the tests on the `others` lab: a work unit of their own under pytest -n (tests/conftest.py), so
+#: they run beside the fault cases instead of after them
+OTHERS = pytest.mark.xdist_group("tests/e2e/test_state_machine.py:others")
 
 RESTORE_STEPS = ["safety-dump", "restore-side", "revert-files", "build", "stop-writers", "swap", "start-db", "start-app",
                  "drop-old"]
@@ -167,6 +170,7 @@ def others(lab_factory):
                                                       "migrated", "summary-cagg"])
 
 
+@OTHERS
 def test_two_runs_on_one_server_exactly_one_runs(others, tmp_path):
     lab = others
     first = fab_start(lab, "lab1", "rollback", "--mode=restore", "--yes")
@@ -194,6 +198,7 @@ def test_two_runs_on_one_server_exactly_one_runs(others, tmp_path):
     assert_rolled_back(lab, "lab2")
 
 
+@OTHERS
 def test_a_database_that_cannot_be_read_fails_verify_and_refuses_rollback(others):
     lab = others
     ssh(lab, "lab3", "docker exec netmon-db psql -U netmon -d template1 -c "
@@ -213,6 +218,7 @@ def test_a_database_that_cannot_be_read_fails_verify_and_refuses_rollback(others
     assert "Up" in ssh(lab, "lab3", "docker ps --format '{{.Names}} {{.Status}}' | grep netmon-backend")
 
 
+@OTHERS
 def test_a_rerun_after_the_stack_did_not_come_back_finishes_it(others):
     lab = others
     assert fab(lab, "lab4", "rollback", "--mode=restore", "--yes").returncode == 0
@@ -224,6 +230,7 @@ def test_a_rerun_after_the_stack_did_not_come_back_finishes_it(others):
     assert ssh(lab, "lab4", "docker inspect --format '{{.State.Status}}' netmon-backend netmon-nginx") == "running\nrunning"
 
 
+@OTHERS
 def test_restore_without_a_safety_dump_keeps_the_old_database(others):
     lab = others
     out = fab(lab, "lab5", "rollback", "--mode=restore", "--yes", "--no-safety-dump")
@@ -238,6 +245,7 @@ def test_restore_without_a_safety_dump_keeps_the_old_database(others):
     assert ssh(lab, "lab5", "cd /root && sha256sum -c --status netmon_pre_rollback_*.dump.sha256 && echo ok") == "ok"
 
 
+@OTHERS
 def test_clean_refuses_a_site_with_another_hypertable_and_restore_keeps_it(others):
     lab = others
     rows = sql(lab, "lab6", "SELECT count(*) FROM interface_metrics")
@@ -250,6 +258,7 @@ def test_clean_refuses_a_site_with_another_hypertable_and_restore_keeps_it(other
     assert_rolled_back(lab, "lab6")
 
 
+@OTHERS
 def test_a_site_without_its_plain_image_is_refused_before_anything_stops(others):
     lab = others
     before = ssh(lab, "lab7", "docker inspect --format '{{.Name}} {{.Config.Image}} {{.State.StartedAt}}' "
@@ -272,6 +281,7 @@ def _plan_commands(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("site", "mode"), [("lab8", "restore"), ("lab9", "clean")])
+@OTHERS
 def test_a_dry_run_prints_exactly_what_the_real_run_runs(others, site, mode, tmp_path):
     lab = others
     dry = fab(lab, site, "rollback", f"--mode={mode}", "--dry-run")
@@ -291,6 +301,7 @@ def test_a_dry_run_prints_exactly_what_the_real_run_runs(others, site, mode, tmp
     assert len(ran) > 10
 
 
+@OTHERS
 def test_reset_of_a_database_that_does_not_answer_archives_its_volume_first(others):
     lab = others
     ssh(lab, "lab10", "docker stop netmon-db")
@@ -303,6 +314,7 @@ def test_reset_of_a_database_that_does_not_answer_archives_its_volume_first(othe
     assert sql(lab, "lab10", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "0"
 
 
+@OTHERS
 def test_the_fallback_start_and_a_continuous_aggregate_on_the_plain_image(others):
     """Someone put the plain image back by hand: the database restart-loops (it still preloads
     timescaledb). The fallback starts it with the preload off, its plan is shown again (confirmed
