@@ -31,19 +31,21 @@ pytestmark = pytest.mark.lab
 #: they run beside the fault cases instead of after them
 OTHERS = pytest.mark.xdist_group("tests/e2e/test_state_machine.py:others")
 
-RESTORE_STEPS = ["safety-dump", "restore-side", "revert-files", "build", "stop-writers", "swap", "start-db", "start-app",
-                 "drop-old"]
+RESTORE_STEPS = ["safety-dump", "restore-side", "convert-prepare", "convert-copy", "convert-check", "revert-files",
+                 "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app", "copy-old", "drop-old"]
 CLEAN_STEPS = ["safety-dump", "revert-files", "build", "stop-writers", "drop-flow-tables", "start-db", "start-app"]
+CONVERT_STEPS = ["safety-dump", "convert-prepare", "convert-copy", "convert-check", "revert-files", "build",
+                 "stop-writers", "convert-switch", "start-db", "start-app"]
+STEPS = {"restore": RESTORE_STEPS, "clean": CLEAN_STEPS, "convert": CONVERT_STEPS}
 CUTS = ["safety-dump", "swap", "start-app"]  # restore steps at which the SSH connection is cut instead
-#: sites: one per fault, then the other scenarios
-FAULTS = [("restore", i) for i in range(1, len(RESTORE_STEPS) + 1)] + [("clean", i) for i in range(1, len(CLEAN_STEPS) + 1)]
-SITES = {f"lab{n}": case for n, case in enumerate(FAULTS, 1)}
-CUT_SITES = {f"lab{len(FAULTS) + n}": RESTORE_STEPS.index(step) + 1 for n, step in enumerate(CUTS, 1)}
+#: sites: one per mode, killed at every step in turn; then one per cut
+CHAINS = {"lab1": "restore", "lab2": "clean", "lab3": "convert"}
+CUT_SITES = {f"lab{len(CHAINS) + n}": RESTORE_STEPS.index(step) + 1 for n, step in enumerate(CUTS, 1)}
 
 
 @pytest.fixture(scope="module")
 def lab(lab_factory):
-    return lab_factory(sites=len(SITES) + len(CUT_SITES), flows=800)
+    return lab_factory(sites=len(CHAINS) + len(CUT_SITES), flows=800)
 
 
 def flows_in_copy(lab, site: str, path: str) -> int:
@@ -99,62 +101,89 @@ def rerun(lab, site: str, *args: str) -> subprocess.CompletedProcess:
         time.sleep(1)
 
 
-def fault_case(lab, site: str, mode: str, step: int, cut: bool = False) -> None:
-    steps = RESTORE_STEPS if mode == "restore" else CLEAN_STEPS
-    dump = ssh(lab, site, "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
-    flows_before = int(sql(lab, site, "SELECT count(*) FROM flow_records"))
-    kept_before = other_tables(lab, site)
-    args = ["rollback", f"--mode={mode}", "--yes"]
-    if cut:
-        code, text = run_until_step(lab, site, args, step, lambda _p: kill_ssh_sessions(lab, site))
-        assert code == 5 and f"lost during step '{steps[step - 1]}'" in text, text[-2000:]
-    else:
-        code, text = run_until_step(lab, site, args, step, lambda p: p.kill())
-        assert code == -9, text[-2000:]
-    out = rerun(lab, site, *args)
-    assert out.returncode == 0, f"{site} ({mode}, fault at step {step}):\n" + out.stdout[-3000:] + out.stderr
-    # the rerun read the journal and said where it resumed
-    assert re.search(rf"an earlier rollback run \(--mode={mode}, pid \d+ .*: resuming at step {step}\b", out.stdout), \
-        out.stdout[:3000]
-    # done means verified (the rerun's exit 0), and the site read back says the same
+def before_run(lab, site: str) -> dict:
+    return {"dump": ssh(lab, site, "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1"),
+            "flows": int(sql(lab, site, "SELECT count(*) FROM flow_records")), "kept": other_tables(lab, site)}
+
+
+def check_finished(lab, site: str, mode: str, before: dict) -> None:
+    """Done means verified (the last run's exit 0), and the site read back says the same: the
+    journal holds one plan, run to its end, with its sealed copies, and no row was lost."""
+    steps = STEPS[mode]
     assert_rolled_back(lab, site)
     assert ssh(lab, site, "ls -a /root | grep -c '\\.partial$' || true") == "0"
     records = journal(lab, site)
     first = next(r for r in records if r["event"] == "start")
     assert [s["key"] for s in first["plan"]["steps"]] == steps
     mine = [r for r in records if r.get("run") == first["run"]]
-    assert sum(1 for r in mine if r["event"] == "step" and r["i"] == step and r["state"] == "started") >= 1
     assert mine[-1]["event"] == "end"
-    copies = [r for r in mine if r["event"] == "copy"]
-    assert len(copies) == 1 and copies[0]["path"].startswith("/root/netmon_pre_rollback_")
-    copy = copies[0]["path"]
-    assert ssh(lab, site, f"cd /root && sha256sum -c --status {copy.rsplit('/', 1)[1]}.sha256 && echo ok") == "ok"
+    copies = [r["path"] for r in mine if r["event"] == "copy"]
+    assert copies and copies[0].startswith("/root/netmon_pre_rollback_")
+    assert len(copies) == (2 if mode == "restore" else 1)  # restore: also the old database at the writers' stop
+    for copy in copies:
+        assert ssh(lab, site, f"cd /root && sha256sum -c --status {copy.rsplit('/', 1)[1]}.sha256 && echo ok") == "ok"
     # no row lost: what the site held before the run is in the copy; the kept tables are unchanged
-    assert flows_in_copy(lab, site, copy) >= flows_before
+    assert flows_in_copy(lab, site, copies[-1]) >= before["flows"]
     if mode == "restore":
-        rows, max_id = dump_flows(lab, site, dump)
+        rows, max_id = dump_flows(lab, site, before["dump"])
         assert sql(lab, site, f"SELECT count(*) FROM flow_records WHERE id <= {max_id}") == str(rows)  # noqa: S608
     else:
-        assert other_tables(lab, site) == kept_before
+        assert other_tables(lab, site) == before["kept"]
+    if mode == "convert":
+        assert int(sql(lab, site, "SELECT count(*) FROM flow_records")) >= before["flows"]
+
+
+def fault_chain(lab, site: str, mode: str) -> None:
+    """SIGKILL of fab as step 1 starts; the same command again, killed as step 2 starts (it resumed
+    at step 1), and so on through the last step; then once more, which must finish."""
+    before = before_run(lab, site)
+    args = ["rollback", f"--mode={mode}", "--yes"]
+    for step in range(1, len(STEPS[mode]) + 1):
+        deadline = time.monotonic() + 60
+        while True:  # a killed run's lock goes with its channel; wait (bounded) if it is not gone yet
+            code, text = run_until_step(lab, site, args, step, lambda p: p.kill())
+            if code != 10 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert code == -9, f"{site} ({mode}) at step {step}: {text[-2000:]}"
+        if step > 1:
+            assert re.search(rf"an earlier rollback run \(--mode={mode}, pid \d+ .*: resuming at step {step - 1}\b",
+                             text), f"{site} ({mode}) at step {step}: {text[:3000]}"
+    out = rerun(lab, site, *args)
+    assert out.returncode == 0, f"{site} ({mode}), after the last kill:\n" + out.stdout[-3000:] + out.stderr
+    assert re.search(rf"resuming at step {len(STEPS[mode])}\b", out.stdout), out.stdout[:3000]
+    check_finished(lab, site, mode, before)
+
+
+def cut_case(lab, site: str, step: int) -> None:
+    before = before_run(lab, site)
+    args = ["rollback", "--mode=restore", "--yes"]
+    code, text = run_until_step(lab, site, args, step, lambda _p: kill_ssh_sessions(lab, site))
+    assert code == 5 and f"lost during step '{RESTORE_STEPS[step - 1]}'" in text, text[-2000:]
+    out = rerun(lab, site, *args)
+    assert out.returncode == 0, f"{site} (cut at step {step}):\n" + out.stdout[-3000:] + out.stderr
+    assert re.search(rf"an earlier rollback run \(--mode=restore, pid \d+ .*: resuming at step {step}\b", out.stdout), \
+        out.stdout[:3000]
+    check_finished(lab, site, "restore", before)
 
 
 def test_a_fault_at_every_step_then_the_same_command_finishes(lab):
-    """SIGKILL of fab just after each step of a restore and of a clean rollback starts (one site per
-    step, four at a time); the same command line run again finishes the job."""
-    with ThreadPoolExecutor(4) as pool:
-        futures = {site: pool.submit(fault_case, lab, site, mode, step) for site, (mode, step) in SITES.items()}
+    """Each mode on a site of its own, killed at every one of its steps in turn; each rerun resumes
+    from the server's journal where the killed run was, and the last one finishes the job."""
+    with ThreadPoolExecutor(3) as pool:
+        futures = {site: pool.submit(fault_chain, lab, site, mode) for site, mode in CHAINS.items()}
     failures = {}
     for site, fut in futures.items():
         try:
             fut.result()
         except AssertionError as err:
-            failures[f"{site} {SITES[site]}"] = str(err)[:1500]
+            failures[f"{site} {CHAINS[site]}"] = str(err)[:1500]
     assert not failures, json.dumps(failures, indent=1)
 
 
 def test_the_connection_cut_at_a_step_then_the_same_command_finishes(lab):
     with ThreadPoolExecutor(3) as pool:
-        futures = {site: pool.submit(fault_case, lab, site, "restore", step, True) for site, step in CUT_SITES.items()}
+        futures = {site: pool.submit(cut_case, lab, site, step) for site, step in CUT_SITES.items()}
     for fut in futures.values():
         fut.result()
 
@@ -236,7 +265,11 @@ def test_restore_without_a_safety_dump_keeps_the_old_database(others):
     out = fab(lab, "lab5", "rollback", "--mode=restore", "--yes", "--no-safety-dump")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     kept = re.search(r"KEPT: the old database (netmon_old_\d{8}_\d{6})", out.stdout).group(1)
-    assert sql(lab, "lab5", f"SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=kept) == "1"  # noqa: F541
+    # kept as it was when the writers stopped, converted: plain PostgreSQL, every flow row readable
+    assert sql(lab, "lab5", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'", db=kept) == "0"
+    assert sql(lab, "lab5", "SELECT relkind::text || (SELECT count(*) FROM pg_inherits) FROM pg_class "
+                            "WHERE oid = 'flow_records'::regclass", db=kept) == "r0"
+    assert int(sql(lab, "lab5", "SELECT count(*) FROM flow_records", db=kept)) >= 800
     assert ssh(lab, "lab5", "ls /root | grep -c netmon_pre_rollback_ || true") == "0"
     assert f"kept copy: {kept}" in fab(lab, "lab5", "verify").stdout
     out = fab(lab, "lab5", "drop-database", kept, "--yes")
