@@ -22,7 +22,7 @@ from collections import defaultdict
 from tabulate import tabulate
 
 from .common import audit_dir, audit_records, fab, header, lab_up, psql, ratio, run, ssh, tool_env
-from .restore_downtime import FIVE_FILES, Side
+from .restore_downtime import FIVE_FILES, HEALTH_UNTIL_200, Side
 
 # The runbook as an operator pastes it: Step 1, Step 2 (git), Option A, the services, check 4.
 # No `set -e`: a pasted block carries on past an error, as a terminal does.
@@ -39,13 +39,7 @@ DROP TABLE IF EXISTS flow_summary_5m CASCADE;
 DROP EXTENSION IF EXISTS timescaledb CASCADE;
 SQL
 docker compose up -d --build backend frontend nginx
-i=0
-until curl -sf -o /dev/null http://localhost:8000/api/health; do
-  i=$((i + 1)); [ "$i" -lt 600 ] || {{ echo "health not 200 after 300s" >&2; exit 1; }}
-  sleep 0.5
-done
-echo "runbook: health 200"
-"""
+""" + HEALTH_UNTIL_200
 
 COMPRESS_A_THIRD = ("SELECT count(compress_chunk(c)) FROM (SELECT c, row_number() OVER () AS n "
                     "FROM show_chunks('flow_records', older_than => interval '1 day') c) x WHERE n % 3 = 1")

@@ -40,6 +40,16 @@ from .common import (
     tool_env,
 )
 
+# The runbook's check 4, polled until it passes (bounded), as the end of each runbook script.
+HEALTH_UNTIL_200 = """\
+i=0
+until curl -sf -o /dev/null http://localhost:8000/api/health; do
+  i=$((i + 1)); [ "$i" -lt 600 ] || { echo "health not 200 after 300s" >&2; exit 1; }
+  sleep 0.5
+done
+echo "runbook: health 200"
+"""
+
 FIVE_FILES = "docker-compose.yml scripts/init.sql backend/app/main.py backend/app/services/flow_rollup.py " \
              "backend/requirements.txt"
 
@@ -66,13 +76,7 @@ docker exec netmon-db pg_restore -U netmon -d netmon --no-owner --no-privileges 
   || echo "pg_restore exited $?"
 docker exec netmon-db rm /tmp/backup.dump
 docker compose up -d --build backend frontend nginx
-i=0
-until curl -sf -o /dev/null http://localhost:8000/api/health; do
-  i=$((i + 1)); [ "$i" -lt 600 ] || {{ echo "health not 200 after 300s" >&2; exit 1; }}
-  sleep 0.5
-done
-echo "runbook: health 200"
-"""
+""" + HEALTH_UNTIL_200
 
 
 TRACE = re.compile(r"^\++ (\d+\.\d+) (.*)$")

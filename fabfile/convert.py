@@ -177,9 +177,9 @@ BEGIN
 END $f$;
 
 -- Per slice: row counts, and an order-independent checksum of the rows (every row, or with
--- touched_only those in the ranges copied again since the bulk copy; none with counts_only);
+-- touched_only those in the ranges copied again since the bulk copy);
 -- the slices where the old table and the copy differ. One scan of each side.
-CREATE OR REPLACE FUNCTION netmon_rollback.differing(nm name, counts_only boolean, touched_only boolean)
+CREATE OR REPLACE FUNCTION netmon_rollback.differing(nm name, touched_only boolean)
 RETURNS TABLE (lo timestamptz, hi timestamptz, old_rows bigint, new_rows bigint) LANGUAGE plpgsql AS $f$
 DECLARE s record; sums text; part text; mr tstzmultirange;
 BEGIN
@@ -187,9 +187,6 @@ BEGIN
   sums := format('coalesce(sum((''x'' || substr(md5(ROW(%s)::text), 1, 15))::bit(60)::bigint)%s, 0)',
                  netmon_rollback.cols(nm, true, 't'),
                  CASE WHEN touched_only THEN ' FILTER (WHERE t.%2$I <@ %3$L::tstzmultirange)' ELSE '' END);
-  IF counts_only THEN
-    sums := '0';
-  END IF;
   IF touched_only AND s.time_column IS NOT NULL THEN
     SELECT coalesce(range_agg(tstzrange(r.lo, r.hi)), '{}') INTO mr FROM netmon_rollback.touched r WHERE r.src = nm;
   END IF;
@@ -246,7 +243,7 @@ CREATE OR REPLACE FUNCTION netmon_rollback.check(nm name, full_check boolean) RE
 DECLARE s record; d record; bad text; rows bigint; fixed integer := 0; ranges bigint;
 BEGIN
   SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
-  FOR d IN SELECT * FROM netmon_rollback.differing(nm, false, NOT full_check) LOOP
+  FOR d IN SELECT * FROM netmon_rollback.differing(nm, NOT full_check) LOOP
     PERFORM netmon_rollback.copy_range(nm, d.lo, d.hi);
     IF full_check AND s.time_column IS NOT NULL THEN
       INSERT INTO netmon_rollback.touched VALUES (nm, d.lo, d.hi) ON CONFLICT DO NOTHING;
@@ -256,7 +253,7 @@ BEGIN
   SELECT string_agg(format('%s: %s rows in the old table, %s in the copy',
                            CASE WHEN s.time_column IS NULL THEN 'all rows' ELSE format('[%s, %s)', x.lo, x.hi) END,
                            x.old_rows, x.new_rows), '; ')
-  INTO bad FROM netmon_rollback.differing(nm, false, NOT full_check) x
+  INTO bad FROM netmon_rollback.differing(nm, NOT full_check) x
   WHERE NOT (full_check AND (s.kind = 'cagg' OR EXISTS (SELECT 1 FROM netmon_rollback.changes c
                                                         WHERE c.src = nm AND c.grain >= x.lo AND c.grain < x.hi)));
   IF bad IS NOT NULL THEN

@@ -302,6 +302,12 @@ def housekeeping_steps(site: SiteSettings, state: SiteState) -> list[Step]:
     return steps
 
 
+def switch_step(site: SiteSettings, srcs: list[tuple[str, str]], title: str) -> Step:
+    """Convert's one transaction with the writers stopped (convert mode, and restore's old database)."""
+    return Step("convert-switch", title, convert.switch_commands(site, srcs), downtime=True,
+                done=convert.switch_done_probe(site))
+
+
 def other_hypertables(state: SiteState) -> list[str]:
     return sorted({*state.hypertables, *state.caggs} - set(FLOW_TABLES))
 
@@ -402,14 +408,12 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
                                    drops, downtime=True))
     elif opts.mode == "convert":
         if srcs or state.extension.get(site.db_name):
-            plan.steps.append(Step("convert-switch", "last catch-up and check, old tables dropped, copies renamed in, "
-                                   "DROP EXTENSION timescaledb — one transaction", convert.switch_commands(site, srcs),
-                                   downtime=True, done=convert.switch_done_probe(site)))
+            plan.steps.append(switch_step(site, srcs, "last catch-up and check, old tables dropped, copies renamed in, "
+                                          "DROP EXTENSION timescaledb — one transaction"))
     else:
         if convert_old:
-            plan.steps.append(Step("convert-switch", f"convert {site.db_name} (the old database) to plain tables: last "
-                                   "catch-up and check, DROP EXTENSION timescaledb — one transaction",
-                                   convert.switch_commands(site, srcs), downtime=True, done=convert.switch_done_probe(site)))
+            plan.steps.append(switch_step(site, srcs, f"convert {site.db_name} (the old database) to plain tables: "
+                                          "last catch-up and check, DROP EXTENSION timescaledb — one transaction"))
         plan.steps.append(Step("swap", f"swap the restored database in ({site.db_name} → {old})",
                                database.swap_commands(site, side, old), downtime=True,
                                done=database.swap_done_probe(site, side, old)))
