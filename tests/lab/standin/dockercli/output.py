@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .templates import Template, _Headers, go_json
+from .templates import Headers, Template, go_json
 
 
 def table(rows):
@@ -82,7 +82,7 @@ def emit(rows, fmt, columns):
         print(table([[title for title, _ in columns]] + [[row[key] for _, key in columns] for row in rows]))
     elif fmt.startswith("table "):
         template = Template(fmt[len("table "):].strip(), strict=True)
-        titles = _Headers({key: title for title, key in columns})
+        titles = Headers({key: title for title, key in columns})
         lines = [template.render(titles)] + [template.render(row) for row in rows]
         cells = [line.split("\t") for line in lines]
         width = max(len(c) for c in cells)

@@ -16,7 +16,7 @@ class _Missing:
 MISSING = _Missing()
 
 
-class _Headers(dict):
+class Headers(dict):
     """The data a "table ..." template's header line is rendered from: each field's title
     (the table's own titles, else docker's habit of upper-casing the field name)."""
 
