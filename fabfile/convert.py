@@ -38,7 +38,7 @@ from .commands import Command, ident, literal
 from .expect import Expect
 from .inventory import SiteSettings
 
-SCHEMA = "netmon_rollback"
+SCHEMA = dumps.TOOLKIT_SCHEMA
 # an aggregate the application has its own table for (flow_summary_5m) gets that table's DDL
 _APP_DDL = " ".join(
     f"WHEN {literal(name)} THEN EXECUTE format('CREATE TABLE IF NOT EXISTS netmon_rollback.%I ({ddl})', nm);"
