@@ -7,7 +7,7 @@ dumps.py (backups), verify.py (checks), procedures.py (per-host API), tasks.py (
 
 from invoke import Collection
 
-from . import tasks
+from . import rehearse, tasks
 
 ns = Collection(
     tasks.status,
@@ -19,4 +19,5 @@ ns = Collection(
     tasks.fetch_dump,
     tasks.push_dump,
     tasks.restore_check_task,
+    rehearse.rehearse_task,
 )
