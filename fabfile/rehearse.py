@@ -262,7 +262,7 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
                              "— nothing was started")
     tsite = throwaway_site(site)
     plan, skipped = rehearsal_plan(site, pf, build_plan(tsite, pf, opts, ts, where=runner.site))
-    report = {"site": runner.site, "mode": mode, "passed": False, "failed_step": "", "error": "", "steps": [],
+    report = {"site": runner.site, "mode": mode, "passed": False, "failed_step": "", "error": "", "timeline": [],
               "not_rehearsed": skipped, "tables": [], "checks": [], "disk_needed": need, "peak_disk": 0,
               "predicted_downtime": None}
     runner.step = "cleanup"
@@ -270,7 +270,7 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
         runner.must(command)
     before: dict[str, int] = {}
     applied = Applied()
-    report["steps"] = applied.timeline
+    report["timeline"] = applied.timeline
     try:
         for i, step in enumerate(plan.steps, 1):
             apply_plan(runner, plan, start=i, end=i, applied=applied)
@@ -294,14 +294,14 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
         runner.step = "cleanup"
         for command in cleanup_commands(site):
             runner.run(command)
-    report["predicted_downtime"] = round(sum(s["seconds"] for s in report["steps"] if s["downtime"]), 3)
+    report["predicted_downtime"] = round(sum(s["seconds"] for s in report["timeline"] if s["downtime"]), 3)
     return report
 
 
 def render(report: dict) -> str:
     """The report as a person reads it."""
     lines = [table([[s["key"], f"{s['seconds']:.1f}s", "down" if s["downtime"] else "", "ok" if s["ok"] else "FAILED"]
-                    for s in report["steps"]], ["step", "took", "", ""])]
+                    for s in report["timeline"]], ["step", "took", "", ""])]
     if report["tables"]:
         lines += ["", table([[t["table"], t["before"], t["after"], t["kept"], t["lost"]] for t in report["tables"]
                              if t["lost"] or t["table"].endswith(("flow_records", "flow_summary_5m"))],
@@ -320,7 +320,7 @@ def render(report: dict) -> str:
 
 
 def verdict(report: dict) -> str:
-    total = sum(s["seconds"] for s in report["steps"])
+    total = sum(s["seconds"] for s in report["timeline"])
     if report["passed"]:
         return (f"rehearsal of --mode={report['mode']} passed on a copy of {report['site']}'s data: "
                 f"{total:.1f}s of steps, predicted downtime {report['predicted_downtime']:.1f}s")
@@ -359,7 +359,7 @@ def fleet_table(results: list[HostResult]) -> str:
         lost = sum(t["lost"] or 0 for t in d.get("tables", []))
         down = d.get("predicted_downtime")
         out.append([r.site, "pass" if r.ok else "FAIL", "-" if down is None else f"{down:.1f}s",
-                    f"{sum(s['seconds'] for s in d.get('steps', [])):.1f}s" if d.get("steps") else "-",
+                    f"{sum(s['seconds'] for s in d.get('timeline', [])):.1f}s" if d.get("timeline") else "-",
                     lost if d.get("tables") else "-", human_size(d["peak_disk"]) if d.get("peak_disk") else "-",
                     "-" if r.ok else (f"{d.get('failed_step')}: {d.get('error')}" if d.get("failed_step") else r.error)])
     return table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
