@@ -19,6 +19,7 @@ scratch directory go at the end; fixed names, so a rerun removes what a killed r
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import replace
 
@@ -43,6 +44,8 @@ from .verify import Check, verify_state
 CONTAINER = "netmon-rehearse-db"
 VOLUME = "netmon_rehearse_data"
 PGDATA = "/var/lib/postgresql/data"
+#: the fleet table's first-failure column (the whole error is in --json and the report)
+FAILURE_WIDTH = 110
 #: what a fresh cluster of the image holds before any data (template databases, WAL)
 CLUSTER_BYTES = 64 * 2**20
 CONF_FILES = ("postgresql.conf", "postgresql.auto.conf")
@@ -292,8 +295,11 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
         report["failed_step"], report["error"] = runner.step, err.message
     finally:
         runner.step = "cleanup"
-        for command in cleanup_commands(site):
-            runner.run(command)
+        try:
+            for command in cleanup_commands(site):
+                runner.run(command)
+        except ConnectError:
+            pass  # the link is gone: the next rehearsal removes what this one left
     report["predicted_downtime"] = round(sum(s["seconds"] for s in report["timeline"] if s["downtime"]), 3)
     return report
 
@@ -358,10 +364,12 @@ def fleet_table(results: list[HostResult]) -> str:
         d = r.data
         lost = sum(t["lost"] or 0 for t in d.get("tables", []))
         down = d.get("predicted_downtime")
-        out.append([r.site, "pass" if r.ok else "FAIL", "-" if down is None else f"{down:.1f}s",
+        error = re.sub(r"^step '[^']*' on \S+: ", "", d.get("error") or r.error)
+        failure = f"{d['failed_step']}: {error}" if d.get("failed_step") else error
+        out.append([r.site, "pass" if r.ok else "FAIL", "-" if down is None or not r.ok else f"{down:.1f}s",
                     f"{sum(s['seconds'] for s in d.get('timeline', [])):.1f}s" if d.get("timeline") else "-",
                     lost if d.get("tables") else "-", human_size(d["peak_disk"]) if d.get("peak_disk") else "-",
-                    "-" if r.ok else (f"{d.get('failed_step')}: {d.get('error')}" if d.get("failed_step") else r.error)])
+                    "-" if r.ok else failure[:FAILURE_WIDTH] + ("…" if len(failure) > FAILURE_WIDTH else "")])
     return table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
 
 

@@ -123,8 +123,9 @@ def test_fleet_table_is_sorted_by_predicted_downtime_failures_last():
     def result(site, ok, down):
         return HostResult(site, "rehearse", ok, error="" if ok else "boom", data={
             "predicted_downtime": down, "timeline": [{"seconds": 1.0}], "tables": [], "peak_disk": MiB,
-            "failed_step": "" if ok else "pull-image", "error": "" if ok else "no registry"})
+            "failed_step": "" if ok else "pull-image", "error": "" if ok else "step 'pull-image' on b: no registry"})
     text = rh.fleet_table([result("a", True, 3.0), result("b", False, 0.5), result("c", True, 1.2)])
     sites = [line.split()[0] for line in text.splitlines()[2:]]
     assert sites == ["c", "a", "b"]
-    assert "pull-image: no registry" in text.splitlines()[-1]
+    assert text.splitlines()[-1].split()[2] == "-"  # a failed site predicts nothing
+    assert text.splitlines()[-1].endswith("pull-image: no registry")
