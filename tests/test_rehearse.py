@@ -1,5 +1,6 @@
 """Unit tests of rehearse.py: what it checks before starting, and the commands it builds."""
 
+import re
 import shlex
 
 import pytest
@@ -7,10 +8,14 @@ import pytest
 from fabfile import rehearse as rh
 from fabfile.dumps import DumpInfo
 from fabfile.errors import PreflightError
+from fabfile.inventory import SiteSettings
 from fabfile.plan import Preflight, RollbackOptions, build_plan
 from fabfile.probes import Readback
 from fabfile.procedures import HostResult
+from fabfile.runner import Runner
+from tests.fakes import FakeContext
 from tests.test_plan import SITE, TS, migrated
+from tests.test_probes import _migrated_answers
 
 MiB = 2**20
 
@@ -129,3 +134,15 @@ def test_fleet_table_is_sorted_by_predicted_downtime_failures_last():
     assert sites == ["c", "a", "b"]
     assert text.splitlines()[-1].split()[2] == "-"  # a failed site predicts nothing
     assert text.splitlines()[-1].endswith("pull-image: no registry")
+
+
+def test_a_missing_database_image_is_refused_before_anything_starts():
+    c = FakeContext([(r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0), *_migrated_answers(),
+                     (r"^docker image inspect --format '\{\{.Id\}\}' timescale/timescaledb:latest-pg16$", "[]\n", 1,
+                      "Error response from daemon: No such image: timescale/timescaledb:latest-pg16\n")])
+    with pytest.raises(PreflightError) as err:
+        rh.rehearse(Runner(c, "s1"), SiteSettings(name="s1"), "convert", TS)
+    assert "timescale/timescaledb:latest-pg16 is not on s1" in err.value.message
+    assert "nothing was started" in err.value.message
+    assert not any(re.search(r"docker (run|rm|cp|volume rm)|mkdir|pg_dump", cmd) for cmd in c.commands)
+    assert c.commands[-1].startswith("docker image inspect")
