@@ -2,7 +2,8 @@
 
 This file only assembles the tasks. Where each runbook step lives:
 probes.py (state), plan.py (steps), database.py / files.py / stack.py (the steps' commands),
-dumps.py (backups), verify.py (checks), procedures.py (per-host API), tasks.py (fab tasks).
+dumps.py (backups), verify.py (checks), procedures.py (per-host API), tasks.py (fab tasks),
+rehearse.py (the rollback rehearsed on a throwaway copy).
 """
 
 from invoke import Collection
