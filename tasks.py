@@ -16,6 +16,7 @@ from invoke import Collection, Exit, task
 from tabulate import tabulate
 
 from fabfile import html_report, procedures
+from fabfile import rehearse as rehearsal
 from fabfile.errors import InputError, Refused, as_exit, batch_code
 from fabfile.fleet import DEFAULT_PARALLEL, FleetOptions, failed_sites, run_fleet, summary_table, verify_table
 from fabfile.inventory import INVENTORY_HELP, admin_password, load_inventory
@@ -203,6 +204,21 @@ def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", y
     _finish(results, json, tables, report_task="rollback", report=report)
 
 
+@task(help={**FLEET_HELP, "mode": "the rollback to rehearse on each site: convert, clean or restore",
+            "report": "where to write the batch's HTML report (default: beside the audit logs)"})
+@as_exit
+def rehearse(c, mode="", sites="", group="", inventory="", json=False, parallel=DEFAULT_PARALLEL, max_failures=0,
+             ssh_config="", connect_timeout=10, log_dir="", report=""):
+    """Rehearse the rollback on a throwaway copy of every selected site's data: one row a site, by predicted downtime."""
+    if not mode:
+        raise InputError("no mode given — use --mode=convert, --mode=clean or --mode=restore")
+    chosen = _select(c, inventory, sites, group, log_dir, "rehearse")
+    opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
+    results = run_fleet(chosen, "rehearse", _per_site(
+        c, lambda cx, site, out: rehearsal.rehearse_site(cx, site, mode, out, as_json=True)), opts)
+    _finish(results, json, [rehearsal.fleet_table(results)], report_task="rehearse", report=report)
+
+
 def _plans(results) -> str:
     """Each site's plan, one numbered line per step (or why it has none)."""
     lines = []
@@ -302,4 +318,4 @@ def lab_status(c, name=LAB_NAME):
     print(tabulate(rows, headers="keys"))
 
 
-ns = Collection(verify, status, backup, rollback, Collection("lab", up, down, lab_status))
+ns = Collection(verify, status, backup, rollback, rehearse, Collection("lab", up, down, lab_status))

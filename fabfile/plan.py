@@ -539,8 +539,8 @@ class Applied:
 
 
 def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str | None = None, start: int = 1,
-               applied: Applied | None = None) -> Applied:
-    """Run the plan's steps from ``start`` in order, printing each step's start, end and duration,
+               applied: Applied | None = None, end: int | None = None) -> Applied:
+    """Run the plan's steps from ``start`` (to ``end``, default the last) in order, printing each step's start, end and duration,
     and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
     passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent."""
     applied = applied or Applied()
@@ -557,7 +557,7 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
             pending.clear()
 
     for i, step in enumerate(plan.steps, 1):
-        if i < start:
+        if i < start or (end is not None and i > end):
             continue
         runner.step = step.key
         started_at, started = jn.now_iso(), time.monotonic()
