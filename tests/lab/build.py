@@ -133,13 +133,18 @@ FROM generate_series(1, {rows}) AS g;
 
 
 def rollup_all() -> None:
+    """Every bucket at once. The backend's own rollup may run meanwhile: the lock makes it wait for this
+    one (two upserts of the same keys in different orders deadlock)."""
     psql("""
+BEGIN;
+LOCK TABLE flow_summary_5m IN SHARE ROW EXCLUSIVE MODE;
 INSERT INTO flow_summary_5m (bucket, device_id, src_ip, dst_ip, protocol, bytes, packets, flow_count)
 SELECT date_bin('5 minutes', "timestamp", TIMESTAMPTZ '2000-01-01'), device_id, src_ip, dst_ip, protocol,
        sum(bytes), sum(packets), count(*)
 FROM flow_records GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT (bucket, device_id, src_ip, dst_ip, protocol) DO UPDATE
   SET bytes = EXCLUDED.bytes, packets = EXCLUDED.packets, flow_count = EXCLUDED.flow_count;
+COMMIT;
 """)
 
 
