@@ -311,6 +311,8 @@ class SiteState:
     build_services: list[str] = field(default_factory=list)  # compose services with build:
     lock: str = ""  # "held <holder json>" or "free"
     journal: list[str] = field(default_factory=list)  # the journal's last lines
+    #: the probe commands' raw output ("host", "db"): the parts a task added (:class:`Extra`) parse it
+    outputs: dict[str, str] = field(default_factory=dict)
     #: fact → why it could not be read. A fact named here is unknown, never absent.
     unknown: dict[str, str] = field(default_factory=dict)
 
@@ -382,7 +384,43 @@ class SiteState:
 # every database fact. Each part prints its own tagged lines and its own exit status, so a part
 # that failed makes its facts unknown while the rest still reads.
 
-def host_probe(site: SiteSettings) -> Command:
+@dataclass
+class Extra:
+    """Read-only parts a task adds to the two probe commands, so that they cost no round trip of
+    their own: ``host`` lines of shell for the host script (their output tagged ``x.TAG=``, see
+    :func:`host_part`), ``db`` parts for the database script (``@@TAG`` ... ``@@rc TAG N``), and
+    ``stdin`` for the host script (a secret: the parts read it on fd 3; never logged)."""
+
+    host: list[str] = field(default_factory=list)
+    db: list[str] = field(default_factory=list)
+    stdin: str | None = None
+    stdin_note: str | None = None
+
+
+def host_tagged(tag: str, shell: str) -> str:
+    """A host part: ``shell``'s output (stdout and stderr) as ``x.TAG=line`` lines, then ``x.TAG.rc=N``."""
+    return (f"out=$( {shell} 2>&1 ); rc=$?; [ -n \"$out\" ] && printf '%s\\n' \"$out\" | sed 's/^/x.{tag}=/'; "
+            f"echo \"x.{tag}.rc=$rc\"")
+
+
+def host_part(text: str, tag: str) -> tuple[int | None, list[str]]:
+    """A host part's (exit status, lines) from the host script's output; status None: it did not
+    finish (the script died or the part never ran), so its facts are unknown."""
+    key, rc, lines = f"x.{tag}=", None, []
+    for line in (text or "").splitlines():
+        if line.startswith(key):
+            lines.append(line[len(key):])
+        elif line.startswith(f"x.{tag}.rc="):
+            value = line.split("=", 1)[1].strip()
+            rc = int(value) if value.isdigit() else None
+    return rc, lines
+
+
+def backend_log_part(site: SiteSettings, tail: int) -> str:
+    return host_tagged("log", cmds.compose(site, "logs", f"--tail={tail}", "backend"))
+
+
+def host_probe(site: SiteSettings, extra: Extra | None = None) -> Command:
     from .lock import lock_path  # noqa: PLC0415 - lock imports commands, this module's neighbour
 
     app, bak = q(site.app_dir), q(site.backup_dir)
@@ -422,9 +460,28 @@ elif printf '%s' "$out" | grep -qi 'no such image'; then echo plain_image=no
 else echo "plain_image=unknown $(printf '%s' "$out" | tail -n 1 | cut -c1-200)"; fi
 (cd {app} 2>/dev/null && docker compose ps -a --format json 2>&1; echo "ps_rc=$?") | sed 's/^/ps=/'
 docker inspect --format {fmt} {names} 2>/dev/null | sed 's/^/inspect=/'
-true
 """
-    return Command("sh -c " + q(script.strip()), what="host probe", changes=False)
+    extra = extra or Extra()
+    return Command("sh -c " + q(with_parts(script.strip(), extra)), what="host probe", changes=False,
+                   stdin=extra.stdin, stdin_note=extra.stdin_note)
+
+
+def with_parts(script: str, extra: Extra) -> str:
+    """``script`` with the host parts of ``extra`` run alongside it (each in the background, into a
+    file of its own, printed in order at the end), so the slowest part sets the time, not their sum.
+    They start after its first line (the docker check). The parts read ``extra.stdin`` on fd 3;
+    nothing else may eat it."""
+    first, _, rest = script.partition("\n")
+    if extra.stdin is not None:
+        first = "exec 3<&0 </dev/null; " + first
+    if not extra.host:
+        return f"{first}\n{rest}\ntrue"
+    launch = "xd=$(mktemp -d 2>/dev/null) || xd=\n"
+    for i, part in enumerate(extra.host):
+        launch += f'if [ -n "$xd" ]; then ( {part} ) > "$xd/{i}" 2>&1 & else {part}; fi\n'
+    files = " ".join(f'"$xd/{i}"' for i in range(len(extra.host)))
+    return (f"{first}\n{launch}{rest}\nwait\n"
+            f'[ -n "$xd" ] && cat {files} 2>/dev/null; [ -n "$xd" ] && rm -rf "$xd"\ntrue')
 
 
 CLUSTER_SQL = [
@@ -461,14 +518,34 @@ TSDB_SQL = [
 ]
 
 
-def _psql_part(site: SiteSettings, tag: str, db: str, sql: list[str]) -> str:
+def psql_args(site: SiteSettings, db: str, sql: list[str]) -> str:
+    """psql inside the database container (the probe's script runs there), one -c per statement."""
     args = ["psql", "-U", site.db_user, "-d", db, "-v", "ON_ERROR_STOP=1", "-X", "-tA", "-F", "|"]
     for stmt in sql:
         args += ["-c", stmt]
-    return f"echo '@@{tag}'; " + " ".join(q(a) for a in args) + f" 2>&1; echo \"@@rc {tag} $?\""
+    return " ".join(q(a) for a in args)
 
 
-def db_probe(site: SiteSettings) -> Command:
+def db_part(tag: str, shell: str) -> str:
+    """A part of the database script: ``@@TAG``, its output, ``@@rc TAG N``."""
+    return f"echo '@@{tag}'; {shell} 2>&1; echo \"@@rc {tag} $?\""
+
+
+def _psql_part(site: SiteSettings, tag: str, db: str, sql: list[str]) -> str:
+    return db_part(tag, psql_args(site, db, sql))
+
+
+#: status: the newest flow's age, through the first timestamp column (quoted by format's %I)
+AGE_SQL = ("SELECT format('SELECT %L, coalesce(extract(epoch FROM now() - max(%I))::bigint::text, %L) FROM flow_records', "
+           "'age', column_name, '') FROM information_schema.columns WHERE table_schema = 'public' "
+           "AND table_name = 'flow_records' AND data_type LIKE 'timestamp%' ORDER BY ordinal_position LIMIT 1 \\gexec")
+
+
+def age_part(site: SiteSettings) -> str:
+    return db_part("age", f"printf '%s\\n' {q(AGE_SQL)} | {psql_args(site, site.db_name, [])}")
+
+
+def db_probe(site: SiteSettings, extra: Extra | None = None) -> Command:
     """Every database fact in one ``docker exec``: the cluster (read through the first database
     that lets us in), each database's extension, the app database's tables, TimescaleDB's catalog,
     the data directory's free space. Each part ends with its own ``@@rc TAG STATUS`` line."""
@@ -483,6 +560,7 @@ def db_probe(site: SiteSettings) -> Command:
         _psql_part(site, "app", site.db_name, db_sql()),
         _psql_part(site, "tsdb", site.db_name, TSDB_SQL),
         "echo '@@df'; df -Pk /var/lib/postgresql/data 2>&1 | awk 'NR==2{print \"free \" $4}'; echo \"@@rc df $?\"",
+        *(extra.db if extra else []),
     ]
     return Command(cmds.dexec(site, "sh", "-c", "\n".join(parts)), what="database probe", changes=False,
                    ok_codes=tuple(range(256)))
@@ -733,44 +811,49 @@ def require_known(state: SiteState, where: str, *facts: str) -> None:
 
 # --- the probe run --------------------------------------------------------------------------
 
-def probe_site(runner, site: SiteSettings, deep: bool = False) -> SiteState:
-    """Run the read-only probes (two remote commands); ``deep`` adds the status-only ones."""
+def probe_site(runner, site: SiteSettings, deep: bool = False, extra: Extra | None = None) -> SiteState:
+    """Run the read-only probes: two remote commands, whatever ``deep`` (status's facts: the newest
+    flow, the backend log) and ``extra`` (a task's own parts) add to them."""
     state = SiteState(db_name=site.db_name)
-    out = runner.run(host_probe(site))
+    extra = Extra(list(extra.host), list(extra.db), extra.stdin, extra.stdin_note) if extra else Extra()
+    if deep:
+        extra.host.append(backend_log_part(site, 200))
+        extra.db.append(age_part(site))
+    out = runner.run(host_probe(site, extra))
     if not out.ok:
         raise PreflightError(f"the host probe failed on {runner.site} (exit {out.exited}: "
                              f"{(out.stderr or out.stdout).strip()[-200:]}) — check the SSH user's shell")
+    state.outputs["host"] = out.stdout
     apply_host_lines(state, out.stdout)
+    if deep:
+        state.backend_log = "\n".join(host_part(out.stdout, "log")[1])
     if not state.docker or not state.app_dir:
         return state
     db = state.container(site.db_container)
     if db.status != "running":
         state.db_error = f"container {site.db_container} is {db.status}"
         return state
-    out = runner.run(db_probe(site))
+    out = runner.run(db_probe(site, extra))
     if "@@ready" not in out.stdout:
         state.db_error = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["docker exec failed"]
         state.db_error = state.db_error[0][:200]
         state.unknown["db"] = f"docker exec into {site.db_container} failed ({state.db_error})"
         return state
+    state.outputs["db"] = out.stdout
     apply_db_probe(state, out.stdout)
     if deep:
-        deep_probes(runner, site, state)
+        apply_age(state, split_parts(out.stdout).get("age"))
     return state
 
 
-def deep_probes(runner, site: SiteSettings, state: SiteState) -> None:
-    if state.db_answers and state.ts_column:
-        col = cmds.ident(state.ts_column)
-        sql = f"SELECT 'age', coalesce(extract(epoch FROM now() - max({col}))::bigint::text, '') FROM flow_records"  # noqa: S608
-        out = runner.run(Command(cmds.psql(site, sql),
-                                 what="newest flow", changes=False, ok_codes=(0, 1, 2)))
-        if out.ok:
-            for r in rows(out.stdout):
-                if r[0] == "age" and len(r) > 1 and r[1].lstrip("-").isdigit():
-                    state.flow_age = float(r[1])
-        else:
-            state.flow_query_error = (out.stderr.strip().splitlines() or ["error"])[-1]
-    out = runner.run(Command(cmds.compose(site, "logs", "--tail=200", "backend"), what="backend log",
-                             changes=False, ok_codes=(0, 1)))
-    state.backend_log = out.stdout
+def apply_age(state: SiteState, part: tuple[int | None, list[str]] | None) -> None:
+    """The newest flow's age (status), when the app database was read; a failed query is named."""
+    if not state.db_answers or not state.known("app") or part is None:
+        return
+    code, lines = part
+    if code != 0:
+        state.flow_query_error = _reason(lines, code)
+        return
+    for r in rows("\n".join(lines)):
+        if r[0] == "age" and len(r) > 1 and r[1].lstrip("-").isdigit():
+            state.flow_age = float(r[1])

@@ -186,3 +186,38 @@ def test_failed_compose_ps_and_image_inspect_are_unknown():
     state = probes.SiteState()
     probes.apply_host_lines(state, "plain_image=no\n")
     assert state.plain_image is False and state.unknown == {}
+
+
+def test_status_facts_ride_on_the_two_probe_commands():
+    """deep (status): the backend log is a part of the host script, the newest flow's age a part of
+    the database script (recorded on a migrated lab site)."""
+    c = FakeContext([(r"^sh -c .*docker compose version", recorded("host_probe_status_migrated.txt"), 0),
+                     (r"^docker exec netmon-db sh -c .*@@ready", recorded("db_probe_status_migrated.txt"), 0)])
+    state = probes.probe_site(Runner(c, "s1"), SiteSettings(name="s1"), deep=True)
+    assert len(c.calls) == 2 and state.unknown == {}
+    assert state.flow_age == 1 and not state.flow_query_error
+    assert len(state.backend_log.splitlines()) == 156 and "rollup" in state.backend_log
+    assert "--tail=200" in c.calls[0]["cmd"] and "\\gexec" in c.calls[1]["cmd"]
+    failed = recorded("db_probe_status_migrated.txt").replace("age|1\n@@rc age 0",
+                                                              'ERROR:  column "timestamp" does not exist\n@@rc age 1')
+    state = probes.SiteState(db_answers=True)
+    probes.apply_age(state, probes.split_parts(failed)["age"])
+    assert state.flow_age is None and "does not exist" in state.flow_query_error
+
+
+def test_parts_run_alongside_the_host_script_and_read_stdin_on_fd_3():
+    extra = probes.Extra(host=["echo a", "echo b"], stdin="{}\n")
+    script = probes.with_parts("first\nrest", extra)
+    lines = script.splitlines()
+    assert lines[0] == "exec 3<&0 </dev/null; first"  # nothing but the parts can read stdin
+    assert lines.index("rest") > max(i for i, ln in enumerate(lines) if "echo b" in ln)  # started before the rest
+    assert lines[-3:-1] == ["wait", '[ -n "$xd" ] && cat "$xd/0" "$xd/1" 2>/dev/null; [ -n "$xd" ] && rm -rf "$xd"']
+
+
+def test_parts_script_in_a_real_shell_keeps_stdin_for_the_parts_and_their_order():
+    import subprocess  # noqa: PLC0415
+
+    extra = probes.Extra(host=["sleep 0.3; echo slow", "tr a-z A-Z <&3"], stdin="secret\n")
+    script = probes.with_parts("cat; echo main", extra)  # the script's own cat must not eat the parts' stdin
+    out = subprocess.run(["sh", "-c", script], input="secret\n", capture_output=True, text=True, timeout=10)
+    assert out.stdout.splitlines() == ["main", "slow", "SECRET"]
