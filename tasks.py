@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from fabfile import html_report, procedures
 from fabfile.errors import InputError, Refused, as_exit, batch_code
-from fabfile.fleet import DEFAULT_PARALLEL, FleetOptions, failed_sites, run_fleet, summary_table, verify_table
+from fabfile.fleet import DEFAULT_PARALLEL, Connections, FleetOptions, failed_sites, run_fleet, summary_table, verify_table
 from fabfile.inventory import INVENTORY_HELP, admin_password, load_inventory
 from fabfile.plan import RollbackOptions
 from fabfile.report import Printer, dumps_json, to_jsonable
@@ -185,20 +185,22 @@ def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", y
     chosen = _select(c, inventory, sites, group, log_dir, "rollback")
     opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
     passwords = _passwords(chosen) if not dry_run else {s.name: None for s in chosen}
-    shown = _confirm_batch(chosen, ro, opts) if not yes and not dry_run else {}
+    with Connections(opts) as connections:  # one per site: the confirmation's preflight and the run share it
+        shown = _confirm_batch(chosen, ro, opts, connections) if not yes and not dry_run else {}
 
-    def one(cx, site, out):
-        pinned = shown.get(site.name)
-        if pinned is not None and not pinned.ok:
-            return procedures.HostResult(site.name, "rollback", False, error=f"not run: its preflight failed ({pinned.error})",
-                                         code=pinned.code or 3, next_step="fix what the error says, then rerun this site")
-        extra = {}
-        if pinned is not None and "plan_commands" in pinned.data:  # run exactly the plan that was shown
-            extra = {"ts": pinned.data["ts"], "expect_plan": pinned.data["plan_commands"]}
-        return procedures.rollback_site(cx, site, RollbackOptions(**{**vars(ro), **extra}), printer=out,
-                                        password=passwords[site.name])
+        def one(cx, site, out):
+            pinned = shown.get(site.name)
+            if pinned is not None and not pinned.ok:
+                return procedures.HostResult(site.name, "rollback", False,
+                                             error=f"not run: its preflight failed ({pinned.error})",
+                                             code=pinned.code or 3, next_step="fix what the error says, then rerun this site")
+            extra = {}
+            if pinned is not None and "plan_commands" in pinned.data:  # run exactly the plan that was shown
+                extra = {"ts": pinned.data["ts"], "expect_plan": pinned.data["plan_commands"]}
+            return procedures.rollback_site(cx, site, RollbackOptions(**{**vars(ro), **extra}), printer=out,
+                                            password=passwords[site.name])
 
-    results = run_fleet(chosen, "rollback", _per_site(c, one), opts)
+        results = run_fleet(chosen, "rollback", _per_site(c, one), opts, connections)
     tables = [_plans(results) if dry_run else "", summary_table(results), _verify_of(results)]
     _finish(results, json, tables, report_task="rollback", report=report)
 
@@ -217,15 +219,16 @@ def _plans(results) -> str:
     return "\n".join(lines)
 
 
-def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions) -> dict:
+def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions, connections: Connections) -> dict:
     """Probe every site read-only, show the plans, ask once. No terminal: refuse. Returns each
-    site's previewed result: the run then does exactly the plan shown, or reports the site."""
+    site's previewed result: the run then does exactly the plan shown (on the same connections),
+    or reports the site."""
     if not sys.stdin.isatty():
         raise Refused("no terminal to confirm the batch on — rerun with --yes (or --dry-run to see the plans)")
     preview = FleetOptions(**{**vars(opts), "quiet": True})
     dry = RollbackOptions(**{**vars(ro), "dry_run": True})
     plans = run_fleet(chosen, "plan", lambda cx, site, out: procedures.rollback_site(cx, site, dry, printer=out),
-                      preview)
+                      preview, connections)
     print(f"Rollback --mode={ro.mode} of {len(chosen)} site(s), {opts.parallel} at a time"
           + (f", stopping after {opts.max_failures} failure(s)" if opts.max_failures else "") + ":")
     print(_plans(plans))
