@@ -4,7 +4,7 @@
 Two `migrated` lab sites. On each, the bare restart is pasted as one shell script over SSH (no round
 trips of its own, polls every 0.1 s): stop the backend (the writer), recreate the db container, start
 the backend, until /api/health answers 200. It runs before the rollback (TimescaleDB image) and after
-it (plain image); the floor is the mean of the two. Between them, the rollback: restore on lab1,
+it (plain image), `--floors` times each; the floor is the median of them. Between them, the rollback: restore on lab1,
 convert on lab2. Downtime is measured the same way for all: /api/health polled from the laptop side
 every 0.1 s (restore_downtime.py), seconds without a 200 until it answers 200 for good.
 
@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
-from .common import audit_dir, audit_records, fab, header, lab_up, ratio, run, ssh, tool_env
+from .common import audit_dir, audit_records, fab, header, lab_up, median, ratio, run, ssh, tool_env
 from .restore_downtime import Side
 
 DOWNTIME_STEPS = ("stop-writers", "swap", "convert-switch", "start-db", "start-app")
@@ -56,6 +56,7 @@ def measured(side: Side) -> tuple[float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, default=20_000, help="flow rows per site (default 20000)")
+    ap.add_argument("--floors", type=int, default=2, help="bare restarts before and after each rollback (default 2)")
     ap.add_argument("--name", default="bfl", help="the lab's name (default bfl)")
     args = ap.parse_args(argv)
 
@@ -65,20 +66,22 @@ def main(argv=None) -> int:
         for site, mode in (("lab1", "restore"), ("lab2", "convert")):
             env = tool_env(lab, audit / site)
             url = f"http://{lab.site(site).ip}:8000/api/health"
-            runs = [Side("bare restart (TimescaleDB image)", site, url, lambda site=site: ssh(lab, site, BARE_RESTART)),
-                    Side(f"rollback --mode={mode}", site, url,
-                         lambda site=site, mode=mode, env=env: run(fab(lab, [site], "rollback", f"--mode={mode}", "--yes"),
-                                                                  env=env)),
-                    Side("bare restart (plain image)", site, url, lambda site=site: ssh(lab, site, BARE_RESTART))]
-            figures = []
-            for side in runs:
+            bare = [Side(f"bare restart ({image} image)", site, url, lambda site=site: ssh(lab, site, BARE_RESTART))
+                    for image in ["TimescaleDB"] * args.floors + ["plain"] * args.floors]
+            tool = Side(f"rollback --mode={mode}", site, url,
+                        lambda site=site, mode=mode, env=env: run(fab(lab, [site], "rollback", f"--mode={mode}", "--yes"),
+                                                                  env=env))
+            floors = []
+            for side in [*bare[:args.floors], tool, *bare[args.floors:]]:
                 side()
-                figures.append(measured(side))
-                rows.append([site, side.name, f"{figures[-1][0]:.2f}", f"{figures[-1][1]:.1f}"])
-            floor = (figures[0][0] + figures[2][0]) / 2
-            ratios.append(f"{mode} downtime ÷ floor on {site}: {ratio(figures[1][0], floor)} "
-                          f"({figures[1][0]:.2f} s against {floor:.2f} s, the mean of {figures[0][0]:.2f} and "
-                          f"{figures[2][0]:.2f}; aim ≤ 1.2)")
+                down, total = measured(side)
+                if side is not tool:
+                    floors.append(down)
+                rows.append([site, side.name, f"{down:.2f}", f"{total:.1f}"])
+            down = measured(tool)[0]
+            floor = median(floors)
+            ratios.append(f"{mode} downtime ÷ floor on {site}: {ratio(down, floor)} ({down:.2f} s against {floor:.2f} s, "
+                          f"the median of {' '.join(f'{x:.2f}' for x in floors)}; aim ≤ 1.2)")
             seconds: dict[str, float] = defaultdict(float)
             for r in audit_records(audit / site):
                 if r["step"] in DOWNTIME_STEPS:
