@@ -8,21 +8,11 @@ from dataclasses import dataclass
 
 from . import commands as cmds
 from .commands import Command, q
+from .facts.compose import backend_log_part, is_timescale_image
+from .facts.parts import Extra, host_part, host_tagged, with_parts
+from .facts.postgres import FLOW_TABLES, has_timescaledb, psql_args
 from .inventory import SiteSettings
-from .probes import (
-    FLOW_TABLES,
-    Extra,
-    SiteState,
-    backend_log_part,
-    has_timescaledb,
-    host_part,
-    host_tagged,
-    is_timescale_image,
-    probe_site,
-    psql_args,
-    require_site,
-    with_parts,
-)
+from .site_state import SiteState, probe_site, require_site
 from .stack import health_url
 
 #: check name (without its "(runbook N)" tag) → short column name in fleet tables

@@ -8,8 +8,7 @@ import json
 from fabfile import verify
 from fabfile.inventory import SiteSettings
 from fabfile.runner import AuditLog, Runner
-from tests.fakes import FakeContext
-from tests.test_probes import recorded
+from tests.fakes import FakeContext, recorded
 
 HOST, DB = r"^sh -c .*docker compose version", r"^docker exec netmon-db sh -c .*@@ready"
 PASSWORD = "s3cret-pw"  # noqa: S105 - a test value
@@ -63,12 +62,12 @@ def test_no_password_fails_the_login_check_and_sends_no_stdin():
 
 
 def test_a_state_probed_for_something_else_gets_the_parts_in_one_command():
-    from fabfile import probes  # noqa: PLC0415
+    from fabfile import site_state  # noqa: PLC0415
 
     site = SiteSettings(name="s1")
     c = FakeContext([(HOST, recorded("host_probe_verify_rolled_back.txt"), 0), (DB, recorded("db_probe_rolled_back.txt"), 0)])
     runner = Runner(c, "s1")
-    state = probes.probe_site(runner, site)  # a preflight's probe: no verify parts
+    state = site_state.probe_site(runner, site)  # a preflight's probe: no verify parts
     assert "/api/health" not in c.calls[0]["cmd"]
     parts = recorded("host_probe_verify_rolled_back.txt")
     c.answers.insert(0, (r"^sh -c 'exec 3<&0 </dev/null; :\n", "\n".join(
