@@ -13,36 +13,36 @@ the app database (so each step is one short, readable call, and a rerun calls it
 - ``catch_up``: the five-minute grains the log names re-copied idempotently (delete + insert in
   one transaction with the log entries they clear); an aggregate where its raw table was written;
 - ``check``: per slice, row counts and an order-independent checksum of the rows, old against
-  copy; a slice that differs is re-copied once, then the run stops if it still differs;
+  copy; a slice that differs is re-copied once, then the run stops if it still differs. Online it
+  reads every slice; with the writers stopped only the ranges written since, because ``unproven``
+  shows that nothing changed the rest without the change log seeing it (chunks dropped, a capture
+  trigger missing or disabled, a TRUNCATE, a write to a copy that is not the toolkit's) — or, where
+  it cannot, every slice again;
 - ``switch``: foreign keys, grants and owner moved to the copy, owned sequences set aside, the
   capture trigger dropped; then the old table (or aggregate) is dropped, the copy moved into
   ``public``, and ``finish`` gives it the sequences.
 
 Jobs are paused first (their ids kept in ``netmon_rollback.paused``); :func:`undo_commands` resumes
 them and drops the toolkit if the run stops before the writers do. The switch runs in ONE
-transaction with the writers stopped: last catch-up, counts of every slice and checksums of the
-slices written since the online check, the drops, ``DROP EXTENSION timescaledb`` without CASCADE
-(an error there means something is left, and nothing was changed), the toolkit dropped.
+transaction with the writers stopped: last catch-up, counts and checksums of the ranges written
+since the online check (so the downtime follows the writes, not the size of the data), the drops,
+``DROP EXTENSION timescaledb`` without CASCADE (an error there means something is left, and nothing
+was changed), the toolkit dropped.
 """
 
 from __future__ import annotations
 
 from . import commands as cmds
+from . import dumps
 from .commands import Command, ident, literal
 from .expect import Expect
 from .inventory import SiteSettings
 
-SCHEMA = "netmon_rollback"
-#: NetMon's own table for the five-minute rollups (backend/app/main.py): the key its
-#: ``INSERT ... ON CONFLICT`` needs, and bigint sums where an aggregate gives numeric
-APP_TABLES = {
-    "flow_summary_5m": """(bucket timestamptz, device_id integer, src_ip inet, dst_ip inet, protocol smallint,
-        bytes bigint, packets bigint, flow_count bigint, PRIMARY KEY (bucket, device_id, src_ip, dst_ip, protocol))""",
-}
-
+SCHEMA = dumps.TOOLKIT_SCHEMA
+# an aggregate the application has its own table for (flow_summary_5m) gets that table's DDL
 _APP_DDL = " ".join(
-    f"WHEN {literal(name)} THEN EXECUTE format('CREATE TABLE IF NOT EXISTS netmon_rollback.%I {ddl}', nm);"
-    for name, ddl in APP_TABLES.items())
+    f"WHEN {literal(name)} THEN EXECUTE format('CREATE TABLE IF NOT EXISTS netmon_rollback.%I ({ddl})', nm);"
+    for name, (ddl, _) in dumps.SUMMARY_DDL.items())
 
 TOOLKIT_SQL = r"""
 CREATE SCHEMA IF NOT EXISTS netmon_rollback;
@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS netmon_rollback.changes (id bigserial PRIMARY KEY, sr
 CREATE TABLE IF NOT EXISTS netmon_rollback.touched (src name, lo timestamptz, hi timestamptz, PRIMARY KEY (src, lo, hi));
 CREATE TABLE IF NOT EXISTS netmon_rollback.paused (job_id integer PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS netmon_rollback.owned (src name, seq regclass, col name, PRIMARY KEY (src, seq));
+-- the chunks each hypertable had when the online check began: one gone means rows left unlogged
+CREATE TABLE IF NOT EXISTS netmon_rollback.chunks (src name, chunk oid, PRIMARY KEY (src, chunk));
 
 CREATE OR REPLACE FUNCTION netmon_rollback.grain() RETURNS interval LANGUAGE sql IMMUTABLE AS $f$
   SELECT interval '5 minutes' $f$;
@@ -68,6 +70,17 @@ BEGIN
   IF TG_OP <> 'DELETE' THEN
     INSERT INTO netmon_rollback.changes (src, grain) VALUES (TG_ARGV[0],
       date_bin(netmon_rollback.grain(), (to_jsonb(NEW) ->> TG_ARGV[1])::timestamptz, TIMESTAMPTZ 'epoch'));
+  END IF;
+  RETURN NULL;
+END $f$;
+
+-- A statement the change log cannot place: TRUNCATE of a hypertable, or a write to a copy that is
+-- not the toolkit's own. Logged without a grain: the last check then takes every slice again.
+CREATE OR REPLACE FUNCTION netmon_rollback.guard() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+  IF current_setting('netmon_rollback.copying', true) IS DISTINCT FROM 'on' THEN
+    INSERT INTO netmon_rollback.changes (src, grain) VALUES (TG_ARGV[0], NULL);
   END IF;
   RETURN NULL;
 END $f$;
@@ -114,10 +127,17 @@ BEGIN
     END CASE;
   END IF;
   INSERT INTO netmon_rollback.sources VALUES (nm, kind, col, w, raw) ON CONFLICT (src) DO NOTHING;
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'netmon_rollback_guard'
+                 AND t.tgrelid = format('netmon_rollback.%I', nm)::regclass) THEN
+    EXECUTE format('CREATE TRIGGER netmon_rollback_guard AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE '
+                   'ON netmon_rollback.%I FOR EACH STATEMENT EXECUTE FUNCTION netmon_rollback.guard(%L)', nm, nm);
+  END IF;
   IF kind = 'hypertable' AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgname = 'netmon_rollback_capture'
                                          AND t.tgrelid = format('public.%I', nm)::regclass) THEN
     EXECUTE format('CREATE TRIGGER netmon_rollback_capture AFTER INSERT OR UPDATE OR DELETE ON public.%I '
                    'FOR EACH ROW EXECUTE FUNCTION netmon_rollback.capture(%L, %L)', nm, nm, col);
+    EXECUTE format('CREATE TRIGGER netmon_rollback_guard AFTER TRUNCATE ON public.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION netmon_rollback.guard(%L)', nm, nm);
   END IF;
   RETURN format('%s: copy table netmon_rollback.%s, %s', nm, nm, CASE
     WHEN kind = 'hypertable' THEN format('copied per %s of %s, writes logged', w, col)
@@ -129,10 +149,12 @@ CREATE OR REPLACE FUNCTION netmon_rollback.copy_range(nm name, lo timestamptz, h
 LANGUAGE plpgsql AS $f$
 DECLARE n bigint;
 BEGIN
+  PERFORM set_config('netmon_rollback.copying', 'on', true);
   EXECUTE format('DELETE FROM netmon_rollback.%I WHERE %s', nm, netmon_rollback.cond(nm, lo, hi));
   EXECUTE format('INSERT INTO netmon_rollback.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM public.%I WHERE %s', nm,
                  netmon_rollback.cols(nm, false), netmon_rollback.cols(nm, true), nm, netmon_rollback.cond(nm, lo, hi));
   GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM set_config('netmon_rollback.copying', 'off', true);
   RETURN n;
 END $f$;
 
@@ -176,33 +198,63 @@ BEGIN
   RETURN k;
 END $f$;
 
--- Per slice: row counts, and an order-independent checksum of the rows (every row, or with
--- touched_only those in the ranges copied again since the bulk copy);
+-- Per slice: row counts and an order-independent checksum of the rows, of every row or (touched_only)
+-- of the rows in the ranges copied again since the bulk copy, read by index on both sides;
 -- the slices where the old table and the copy differ. One scan of each side.
 CREATE OR REPLACE FUNCTION netmon_rollback.differing(nm name, touched_only boolean)
 RETURNS TABLE (lo timestamptz, hi timestamptz, old_rows bigint, new_rows bigint) LANGUAGE plpgsql AS $f$
-DECLARE s record; sums text; part text; mr tstzmultirange;
+DECLARE s record; part text; mr tstzmultirange; rel text := '%s t';
+  sums text := format('coalesce(sum((''x'' || substr(md5(ROW(%s)::text), 1, 15))::bit(60)::bigint), 0)',
+                      netmon_rollback.cols(nm, true, 't'));
 BEGIN
   SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
-  sums := format('coalesce(sum((''x'' || substr(md5(ROW(%s)::text), 1, 15))::bit(60)::bigint)%s, 0)',
-                 netmon_rollback.cols(nm, true, 't'),
-                 CASE WHEN touched_only THEN ' FILTER (WHERE t.%2$I <@ %3$L::tstzmultirange)' ELSE '' END);
-  IF touched_only AND s.time_column IS NOT NULL THEN
-    SELECT coalesce(range_agg(tstzrange(r.lo, r.hi)), '{}') INTO mr FROM netmon_rollback.touched r WHERE r.src = nm;
-  END IF;
   IF s.time_column IS NULL THEN
     part := format('(SELECT TIMESTAMPTZ ''-infinity'' AS lo, TIMESTAMPTZ ''infinity'' AS hi, count(*) AS n, %s AS h '
-                   'FROM %%s t)', replace(sums, ' FILTER (WHERE t.%2$I <@ %3$L::tstzmultirange)', ''));
+                   'FROM %%s t)', sums);
   ELSE
+    IF touched_only THEN
+      SELECT coalesce(range_agg(tstzrange(r.lo, r.hi)), '{}') INTO mr FROM netmon_rollback.touched r WHERE r.src = nm;
+      rel := format('unnest(%L::tstzmultirange) r JOIN %%s t ON t.%I >= lower(r) AND t.%I < upper(r)',
+                    mr, s.time_column, s.time_column);
+    END IF;
     part := format('(SELECT date_bin(%1$L, t.%2$I, TIMESTAMPTZ ''epoch'') AS lo, '
                    'date_bin(%1$L, t.%2$I, TIMESTAMPTZ ''epoch'') + %1$L::interval AS hi, count(*) AS n, '
-                   || sums || ' AS h FROM %%s t GROUP BY 1, 2)', s.width, s.time_column, mr);
+                   '%3$s AS h FROM %4$s GROUP BY 1, 2)', s.width, s.time_column, sums, rel);
   END IF;
   RETURN QUERY EXECUTE format(
     'SELECT coalesce(a.lo, b.lo), coalesce(a.hi, b.hi), coalesce(a.n, 0), coalesce(b.n, 0) '
     'FROM %s a FULL JOIN %s b ON a.lo = b.lo AND a.hi = b.hi '
     'WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h ORDER BY 1',
     format(part, format('public.%I', nm)), format(part, format('netmon_rollback.%I', nm)));
+END $f$;
+
+-- Why the writers-stopped check cannot limit itself to the ranges written since the online check:
+-- NULL when every write since then is in the change log (no chunk gone, the capture trigger on the
+-- hypertable and each of its chunks, the guards on it and its copy, no TRUNCATE or foreign write).
+CREATE OR REPLACE FUNCTION netmon_rollback.unproven(nm name) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE s record; ht regclass; cp regclass := format('netmon_rollback.%I', nm)::regclass;
+BEGIN
+  SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
+  IF s.kind <> 'hypertable' THEN
+    RETURN 'an aggregate has no change log';
+  END IF;
+  ht := format('public.%I', nm)::regclass;
+  IF NOT EXISTS (SELECT 1 FROM netmon_rollback.chunks WHERE src = nm) THEN
+    RETURN 'no online check on record';
+  ELSIF EXISTS (SELECT 1 FROM netmon_rollback.changes WHERE src = nm AND grain IS NULL) THEN
+    RETURN 'a TRUNCATE, or a write to the copy that was not the toolkit''s';
+  ELSIF EXISTS (SELECT 1 FROM netmon_rollback.chunks k WHERE k.src = nm
+                AND k.chunk NOT IN (SELECT c::oid FROM show_chunks(ht) c)) THEN
+    RETURN 'a chunk was dropped since the online check';
+  ELSIF EXISTS (SELECT 1 FROM (SELECT ht::oid AS rel UNION ALL SELECT c::oid FROM show_chunks(ht) c) r
+                WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = r.rel
+                                  AND t.tgname = 'netmon_rollback_capture' AND t.tgenabled IN ('O', 'A'))) THEN
+    RETURN 'the capture trigger is missing or disabled on the hypertable or one of its chunks';
+  ELSIF (SELECT count(*) FROM pg_trigger t WHERE t.tgname = 'netmon_rollback_guard' AND t.tgrelid IN (ht, cp)
+         AND t.tgenabled IN ('O', 'A')) <> 2 THEN
+    RETURN 'a guard trigger is missing or disabled';
+  END IF;
+  RETURN NULL;
 END $f$;
 
 -- Writes since the last catch-up copied again (the grains the log names, merged into ranges), in
@@ -237,25 +289,38 @@ END $f$;
 
 -- The proof. Online (full_check): every slice, counts and checksums; a slice that differs is
 -- re-copied, and may differ again only where the change log holds writes made since (the last
--- check takes those again). Writers stopped: counts of every slice, checksums of every range
--- re-copied since the bulk copy. What still differs stops the run, nothing switched.
+-- check takes those again). Writers stopped: counts and checksums of every range re-copied since
+-- the bulk copy, the rest proven unchanged since the online check by unproven() — or, where it
+-- cannot be, every slice again. What still differs stops the run, nothing switched.
 CREATE OR REPLACE FUNCTION netmon_rollback.check(nm name, full_check boolean) RETURNS text LANGUAGE plpgsql AS $f$
-DECLARE s record; d record; bad text; rows bigint; fixed integer := 0; ranges bigint;
+DECLARE s record; d record; bad text; rows bigint; fixed integer := 0; ranges bigint; why text; whole boolean;
 BEGIN
   SELECT * INTO STRICT s FROM netmon_rollback.sources WHERE src = nm;
-  FOR d IN SELECT * FROM netmon_rollback.differing(nm, NOT full_check) LOOP
+  IF full_check AND s.kind = 'hypertable' THEN
+    DELETE FROM netmon_rollback.changes WHERE src = nm AND grain IS NULL;  -- this check reads every slice
+    DELETE FROM netmon_rollback.chunks WHERE src = nm;
+    INSERT INTO netmon_rollback.chunks SELECT nm, c::oid FROM show_chunks(format('public.%I', nm)::regclass) c;
+  END IF;
+  why := CASE WHEN NOT full_check THEN netmon_rollback.unproven(nm) END;
+  whole := full_check OR why IS NOT NULL;
+  FOR d IN SELECT * FROM netmon_rollback.differing(nm, NOT whole) LOOP
     PERFORM netmon_rollback.copy_range(nm, d.lo, d.hi);
-    IF full_check AND s.time_column IS NOT NULL THEN
+    IF s.time_column IS NOT NULL THEN
       INSERT INTO netmon_rollback.touched VALUES (nm, d.lo, d.hi) ON CONFLICT DO NOTHING;
     END IF;
     fixed := fixed + 1;
   END LOOP;
-  SELECT string_agg(format('%s: %s rows in the old table, %s in the copy',
-                           CASE WHEN s.time_column IS NULL THEN 'all rows' ELSE format('[%s, %s)', x.lo, x.hi) END,
-                           x.old_rows, x.new_rows), '; ')
-  INTO bad FROM netmon_rollback.differing(nm, NOT full_check) x
-  WHERE NOT (full_check AND (s.kind = 'cagg' OR EXISTS (SELECT 1 FROM netmon_rollback.changes c
-                                                        WHERE c.src = nm AND c.grain >= x.lo AND c.grain < x.hi)));
+  FOR d IN SELECT * FROM netmon_rollback.differing(nm, NOT whole) LOOP
+    IF full_check AND (s.kind = 'cagg' OR EXISTS (SELECT 1 FROM netmon_rollback.changes c
+                                                  WHERE c.src = nm AND c.grain >= d.lo AND c.grain < d.hi)) THEN
+      IF s.time_column IS NOT NULL THEN  -- written meanwhile: the last check reads the slice again
+        INSERT INTO netmon_rollback.touched VALUES (nm, d.lo, d.hi) ON CONFLICT DO NOTHING;
+      END IF;
+    ELSE
+      bad := concat_ws('; ', bad, format('%s: %s rows in the old table, %s in the copy',
+        CASE WHEN s.time_column IS NULL THEN 'all rows' ELSE format('[%s, %s)', d.lo, d.hi) END, d.old_rows, d.new_rows));
+    END IF;
+  END LOOP;
   IF bad IS NOT NULL THEN
     RAISE EXCEPTION 'convert check failed for %: % — nothing was switched, the old tables are intact', nm, bad;
   END IF;
@@ -264,7 +329,9 @@ BEGIN
   RETURN format('%s: %s rows; %s', nm, rows, CASE
     WHEN full_check THEN 'counts and checksums of every slice equal to the old table'
     WHEN s.time_column IS NULL THEN 'count and checksum equal to the old table'
-    ELSE format('counts of every slice and checksums of the %s range(s) copied again equal to the old table', ranges) END)
+    WHEN why IS NOT NULL THEN format('counts and checksums of every slice equal to the old table (checked whole: %s)', why)
+    ELSE format('counts and checksums of the %s range(s) written since the bulk copy equal to the old table, '
+                'every other slice unchanged since the online check', ranges) END)
     || CASE WHEN fixed > 0 THEN format(' (%s re-copied)', fixed) ELSE '' END;
 END $f$;
 
@@ -295,8 +362,10 @@ BEGIN
   END LOOP;
   EXECUTE format('ALTER TABLE netmon_rollback.%I OWNER TO %I', nm,
                  (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old));
+  EXECUTE format('DROP TRIGGER IF EXISTS netmon_rollback_guard ON netmon_rollback.%I', nm);
   IF s.kind = 'hypertable' THEN
     EXECUTE format('DROP TRIGGER netmon_rollback_capture ON public.%I', nm);
+    EXECUTE format('DROP TRIGGER IF EXISTS netmon_rollback_guard ON public.%I', nm);
   END IF;
   RETURN format('%s: sequences, keys, grants and owner moved to the copy', nm);
 END $f$;
@@ -371,6 +440,11 @@ def check_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Comm
                     timeout=site.command_timeout)]
 
 
+def _writes_locked(srcs: list[tuple[str, str]]) -> list[str]:
+    """A writer still in a transaction commits before the last catch-up reads the log; none after."""
+    return [f"LOCK TABLE ONLY public.{ident(n)} IN EXCLUSIVE MODE" for n, k in srcs if k == "hypertable"]
+
+
 def switch_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
     """The writers are stopped: one transaction from the last catch-up to DROP EXTENSION."""
     swap = []
@@ -378,7 +452,7 @@ def switch_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Com
         drop = "DROP MATERIALIZED VIEW" if kind == "cagg" else "DROP TABLE"
         swap += [f"SELECT netmon_rollback.switch({literal(name)})", f"{drop} public.{ident(name)}",
                  f"ALTER TABLE {SCHEMA}.{ident(name)} SET SCHEMA public", f"SELECT netmon_rollback.finish({literal(name)})"]
-    stmts = ["BEGIN", "SET LOCAL lock_timeout = '15s'", *catch_up_sql(srcs),
+    stmts = ["BEGIN", "SET LOCAL lock_timeout = '15s'", *_writes_locked(srcs), *catch_up_sql(srcs),
              *(f"SELECT netmon_rollback.check({literal(n)}, false)" for n, _ in srcs), *swap,
              "DROP EXTENSION timescaledb", f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE", "COMMIT"]
     return [Command(cmds.psql(site, *stmts), what="last catch-up, check, switch, DROP EXTENSION (one transaction)",
@@ -399,3 +473,76 @@ def undo_commands(site: SiteSettings) -> list[Command]:
     script = (f"if {_toolkit_exists(site)}; then "
               f"{cmds.psql(site, RESUME_SQL, 'SET lock_timeout = ' + literal('15s'), f'DROP SCHEMA {SCHEMA} CASCADE')}; fi")
     return [Command(script, what="undo: resume TimescaleDB's jobs, drop the convert toolkit and its copies")]
+
+
+# Clean mode keeps what the writers add after its safety dump: the capture trigger is there before
+# the dump starts, the ranges it logged are copied into the toolkit's tables with the writers
+# stopped (work that follows the writes, not the data), and after the site serves again the safety
+# dump plus those ranges become one copy, *_at_stop.dump, that restores on plain PostgreSQL.
+
+def keep_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
+    """The writers are stopped: every range written since the capture began, copied aside."""
+    stmts = ["BEGIN", "SET LOCAL lock_timeout = '15s'", *_writes_locked(srcs), *catch_up_sql(srcs), "COMMIT"]
+    return [Command(cmds.psql(site, *stmts), what="copy what was written since the safety dump into netmon_rollback",
+                    timeout=site.command_timeout)]
+
+
+# In the scratch database: the serial columns' sequences past every id the copy holds.
+_SEQUENCES_PAST_ROWS = """DO $d$DECLARE r record; m bigint; BEGIN
+  FOR r IN SELECT format('public.%I', c.relname) AS tbl, a.attname, pg_get_serial_sequence(format('public.%I', c.relname),
+                      a.attname) AS seq
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped LOOP
+    CONTINUE WHEN r.seq IS NULL;
+    EXECUTE format('SELECT max(%I) FROM %s', r.attname, r.tbl) INTO m;
+    IF m > coalesce(pg_sequence_last_value(r.seq::regclass), 0) THEN PERFORM setval(r.seq, m); END IF;
+  END LOOP;
+END $d$"""
+
+
+def at_stop_commands(site: SiteSettings, srcs: list[tuple[str, str]], safety_dump: str, final_path: str) -> list[Command]:
+    """The safety dump restored into a scratch database, each range written since replaced by the
+    rows it held when the writers stopped (counted again), dumped and sealed as ``final_path``."""
+    scratch, box = dumps.scratch_name(final_path), f"/tmp/{dumps.scratch_name(final_path)}.dump"  # noqa: S108
+    out = dumps.drop_scratch_commands(site, [scratch], "drop what an earlier copy left")
+    out += [
+        Command(f"docker cp {cmds.q(safety_dump)} {cmds.q(site.db_container + ':' + box)}",
+                what="copy the safety dump into the container"),
+        Command(cmds.psql(site, f"CREATE DATABASE {ident(scratch)} OWNER {ident(site.db_user)} TEMPLATE template0",
+                          db="postgres"), what=f"create scratch database {scratch} from template0"),
+        Command(cmds.dexec(site, "pg_restore", "-U", site.db_user, "-d", scratch, "--exit-on-error", "--no-owner", box),
+                what=f"restore the safety dump into {scratch}", timeout=site.command_timeout),
+        Command(cmds.dexec(site, "rm", "-f", box), what="remove the safety dump's copy from the container"),
+    ]
+    for name, _ in srcs:
+        table = f"public.{ident(name)}"
+        ranges = (f"FROM {SCHEMA}.touched t JOIN {SCHEMA}.sources s ON s.src = t.src "  # noqa: S608
+                  f"WHERE t.src = {literal(name)}")
+        deletes = (f"SELECT format('DELETE FROM {table} WHERE %I >= %L AND %I < %L;', s.time_column, t.lo, "  # noqa: S608
+                   f"s.time_column, t.hi) {ranges} AND s.time_column IS NOT NULL UNION ALL SELECT "
+                   f"'DELETE FROM {table};' FROM {SCHEMA}.sources WHERE src = {literal(name)} AND time_column IS NULL")
+        aside = f"(SELECT count(*) FROM {SCHEMA}.{ident(name)})"  # noqa: S608
+        recount = (f"SELECT format('DO $c$BEGIN IF (SELECT count(*) FROM {table} WHERE %s) <> %s THEN RAISE EXCEPTION "  # noqa: S608
+                   f"''{name}: the copy does not hold the %s rows of the ranges written since the safety dump''; "
+                   f"END IF; END $c$;', coalesce(string_agg(format('(%I >= %L AND %I < %L)', s.time_column, t.lo, "
+                   f"s.time_column, t.hi), ' OR '), (SELECT CASE WHEN time_column IS NULL THEN 'true' ELSE 'false' END "
+                   f"FROM {SCHEMA}.sources WHERE src = {literal(name)})), {aside}, {aside}) {ranges}")
+        out += [
+            Command(dumps.pipe_into(site, site.db_name, deletes, scratch),
+                    what=f"in {scratch}: remove {name}'s rows of the ranges written since the safety dump"),
+            Command(dumps.copy_rows(site, site.db_name, scratch, table, f"SELECT * FROM {SCHEMA}.{ident(name)}"),  # noqa: S608
+                    what=f"in {scratch}: {name}'s rows of those ranges as they were when the writers stopped",
+                    timeout=site.command_timeout),
+            Command(dumps.pipe_into(site, site.db_name, recount, scratch),
+                    what=f"in {scratch}: count {name}'s rows of those ranges again"),
+        ]
+    out.append(Command(cmds.psql(site, _SEQUENCES_PAST_ROWS, db=scratch),
+                       what=f"in {scratch}: sequences past every id the copy holds"))
+    out += dumps.make_dump_commands(site, final_path, db=scratch, what="copy at the writers' stop")
+    out += dumps.drop_scratch_commands(site, [scratch], "drop the scratch database of the copy")
+    return out
+
+
+def drop_toolkit_commands(site: SiteSettings) -> list[Command]:
+    return [Command(cmds.psql(site, f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"),
+                    what="drop the capture's tables (schema netmon_rollback)")]

@@ -52,9 +52,12 @@ class DumpInfo:
 
 #: scratch databases of portable copies (dropped at the end of each copy; a rerun drops leftovers)
 PORTABLE_PREFIX = "netmon_portable_"
-#: TimescaleDB's entries in a ``pg_restore -l`` listing: the extension, its schemas and everything in
-#: them (chunks, their indexes and defaults), the insert blocker its hypertables and caggs carry.
-TSDB_TOC = r"timescaledb|ts_insert_blocker|ts_cagg_invalidation_trigger"
+#: the convert toolkit's schema (fabfile/convert.py), never part of a copy
+TOOLKIT_SCHEMA = "netmon_rollback"
+#: what a portable copy leaves out of a ``pg_restore -l`` listing: TimescaleDB's extension, its schemas
+#: and everything in them (chunks, their indexes and defaults), the insert blocker its hypertables and
+#: caggs carry; the convert toolkit's schema and the triggers it puts on hypertables.
+TSDB_TOC = rf"timescaledb|ts_insert_blocker|ts_cagg_invalidation_trigger|{TOOLKIT_SCHEMA}"
 #: the application's own DDL for the summary table a continuous aggregate replaced (its main.py)
 SUMMARY_DDL = {
     "flow_summary_5m": ("bucket timestamptz, device_id integer, src_ip inet, dst_ip inet, protocol smallint, "
@@ -179,7 +182,8 @@ def portable_commands(site: SiteSettings, source: str, scratch: str, hypertables
     files = scratch_files(scratch)
     for name in (*hypertables, *caggs):
         ident(name)  # every name validated before any command exists
-    excluded = [f"--exclude-table-data={pattern}" for pattern in ("_timescaledb*.*", "timescaledb*.*")]
+    excluded = [f"--exclude-table-data={pattern}" for pattern in ("_timescaledb*.*", "timescaledb*.*",
+                                                                  f"{TOOLKIT_SCHEMA}.*")]
     excluded += [f"--exclude-table-data=public.{n}" for n in (*hypertables, *caggs)]
     drop_toc = "|".join([TSDB_TOC, *(f"(^| ){n}( |$)" for n in caggs)])
     restore = ["pg_restore", "-U", site.db_user, "-d", scratch, "--exit-on-error", "-L", files["list"]]

@@ -1,4 +1,4 @@
-"""The fleet's invoke tasks: verify, status, backup, rollback across the sites of the inventory.
+"""The fleet's invoke tasks: verify, status, backup, rollback, rehearse across the sites of the inventory.
 They ship with the package: the installed `netmon-fleet` command runs them (fabfile/cli.py), and
 the checkout's `invoke` too (tasks.py adds the lab's tasks beside them).
 
@@ -16,6 +16,7 @@ from invoke import Collection, Exit, task
 from tabulate import tabulate
 
 from . import html_report, procedures
+from . import rehearse as rehearsal
 from .errors import InputError, Refused, as_exit, batch_code
 from .fleet import DEFAULT_PARALLEL, Connections, FleetOptions, failed_sites, run_fleet, summary_table, verify_table
 from .inventory import INVENTORY_HELP, admin_password, load_inventory
@@ -205,6 +206,22 @@ def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", y
     _finish(results, json, tables, report_task="rollback", report=report)
 
 
+
+@task(help={**FLEET_HELP, "mode": "the rollback to rehearse on each site: convert, clean or restore",
+            "report": "where to write the batch's HTML report (default: beside the audit logs)"})
+@as_exit
+def rehearse(c, mode="", sites="", group="", inventory="", json=False, parallel=DEFAULT_PARALLEL, max_failures=0,
+             ssh_config="", connect_timeout=10, log_dir="", report=""):
+    """Rehearse the rollback on a throwaway copy of every selected site's data: one row a site, by predicted downtime."""
+    if not mode:
+        raise InputError("no mode given — use --mode=convert, --mode=clean or --mode=restore")
+    chosen = _select(c, inventory, sites, group, log_dir, "rehearse")
+    opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
+    results = run_fleet(chosen, "rehearse", _per_site(
+        c, lambda cx, site, out: rehearsal.rehearse_site(cx, site, mode, out, as_json=True)), opts)
+    _finish(results, json, [rehearsal.fleet_table(results)], report_task="rehearse", report=report)
+
+
 def _plans(results) -> str:
     """Each site's plan, one numbered line per step (or why it has none)."""
     lines = []
@@ -239,4 +256,4 @@ def _confirm_batch(chosen, ro: RollbackOptions, opts: FleetOptions, connections:
 
 def collection() -> Collection:
     """The fleet's tasks, a new Collection each call (the checkout's tasks.py adds the lab to its own)."""
-    return Collection(verify, status, backup, rollback)
+    return Collection(verify, status, backup, rollback, rehearse)

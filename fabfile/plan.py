@@ -350,7 +350,20 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         plan.findings.append("the database runs on the plain image: TimescaleDB's event triggers are disabled before any drop")
     plan.steps.extend(housekeeping_steps(site, state))
 
+    # restore converts the old database too, so that what it held when the writers stopped is kept as
+    # plain PostgreSQL (its copy restores anywhere) — when its TimescaleDB can still be read; clean
+    # logs what the writers add after its safety dump, to keep it in a copy made after the stop
+    readable = not plain and bool(state.hypertables or state.caggs)
+    convert_old = opts.mode == "restore" and readable
+    keep_written = opts.mode == "clean" and readable and opts.safety_dump
+    srcs = convert.sources(state.hypertables, state.caggs) if opts.mode == "convert" or convert_old or keep_written else []
+    at_stop = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}_at_stop.dump"
+
     # while the stack serves: copy, side restore, files, images, other databases, preload
+    if keep_written:
+        plan.steps.append(Step("capture", f"log every write to {', '.join(n for n, _ in srcs)} from now on (what the "
+                               "writers add after the safety dump is kept)", convert.prepare_commands(site, srcs)))
+        plan.undo, plan.undo_steps = convert.undo_commands(site), ["capture", "safety-dump"]
     if opts.safety_dump:
         plan.safety_dump, step = safety_dump_step(site, ts, portable=portable_or_plain(state, plain, name, plan))
         plan.steps.append(step)
@@ -359,11 +372,7 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         assert pf.dump is not None
         plan.steps.append(Step("restore-side", f"restore {pf.dump.path} into side database {side} while the stack serves",
                                database.restore_side_commands(site, pf.dump.path, side, pf.dump.counts)))
-    # restore converts the old database too, so that what it held when the writers stopped is kept as
-    # plain PostgreSQL (its copy restores anywhere) — when its TimescaleDB can still be read
-    convert_old = opts.mode == "restore" and not plain and bool(state.hypertables or state.caggs)
-    srcs = convert.sources(state.hypertables, state.caggs) if opts.mode == "convert" or convert_old else []
-    if srcs:
+    if srcs and not keep_written:
         names = ", ".join(n for n, _ in srcs)
         plan.steps += [
             Step("convert-prepare", f"pause TimescaleDB's jobs; a plain copy table and a change log for {names}",
@@ -392,6 +401,9 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
 
     # the downtime
     plan.steps.append(Step("stop-writers", "stop the writers", stack.stop_writers(site), downtime=True))
+    if keep_written:
+        plan.steps.append(Step("keep-written", "copy what the writers added since the safety dump aside "
+                               "(schema netmon_rollback)", convert.keep_commands(site, srcs), downtime=True))
     if opts.mode == "clean":
         drops = database.clean_commands(site, state, plain)
         if drops:
@@ -418,23 +430,34 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
     if leftovers:
         plan.steps.append(Step("drop-leftovers", "drop unfinished side databases of an earlier restore",
                                database.drop_database_commands(site, leftovers, force=True)))
+    if keep_written:
+        plan.steps.append(Step("copy-at-stop", f"the safety dump with every row written until the writers stopped, as "
+                               f"one copy: {at_stop}", convert.at_stop_commands(site, srcs, plan.safety_dump, at_stop),
+                               done=dumps.sealed_probe(at_stop)))
+        plan.steps.append(Step("drop-capture", f"drop the rows copied aside (they are in {at_stop})",
+                               [copy_guard(at_stop), *convert.drop_toolkit_commands(site)]))
     if opts.mode == "restore":
         copy = plan.safety_dump
         if convert_old and opts.safety_dump:
-            copy = f"{site.backup_dir}/{SAFETY_PREFIX}{ts}_at_stop.dump"
+            copy = at_stop
             plan.steps.append(Step("copy-old", f"dump the old database {old} as it was when the writers stopped (plain "
                                    f"PostgreSQL now) to {copy}", dumps.make_dump_commands(site, copy, db=old,
                                                                                          what="copy of the old database"),
                                    done=dumps.sealed_probe(copy)))
         if opts.safety_dump:
-            check = dumps.sealed_probe(copy)
-            check.what = f"its copy {copy} is there and matches its sha256"
-            check.changes = True  # a step's guard: it runs when the step does (a dry run has no copy to check)
             plan.steps.append(Step("drop-old", f"drop the old database {old} (its copy: {copy})",
-                                   [check, *database.drop_database_commands(site, [old])]))
+                                   [copy_guard(copy), *database.drop_database_commands(site, [old])]))
         else:
             plan.kept.append(old)
     return plan
+
+
+def copy_guard(copy: str) -> Command:
+    """A dropping step's first command: the copy of what it drops is there and matches its sha256."""
+    check = dumps.sealed_probe(copy)
+    check.what = f"its copy {copy} is there and matches its sha256"
+    check.changes = True  # a step's guard: it runs when the step does (a dry run has no copy to check)
+    return check
 
 
 def finish_plan(site: SiteSettings, state: SiteState, failed: list[str], ts: str, where: str) -> Plan:
@@ -507,8 +530,8 @@ class Applied:
 
 
 def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str | None = None, start: int = 1,
-               applied: Applied | None = None) -> Applied:
-    """Run the plan's steps from ``start`` in order, printing each step's start, end and duration,
+               applied: Applied | None = None, end: int | None = None) -> Applied:
+    """Run the plan's steps from ``start`` (to ``end``, default the last) in order, printing each step's start, end and duration,
     and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
     passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent."""
     applied = applied or Applied()
@@ -525,7 +548,7 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
             pending.clear()
 
     for i, step in enumerate(plan.steps, 1):
-        if i < start:
+        if i < start or (end is not None and i > end):
             continue
         runner.step = step.key
         started_at, started = jn.now_iso(), time.monotonic()

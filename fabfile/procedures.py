@@ -47,7 +47,9 @@ from .verify import Check, verify_checks, verify_state
 NOTES = {
     "clean": [
         "Flow data gap: the clean mode dropped flow_records and flow_summary_5m. New flows accumulate from now on;",
-        "  flow_summary_5m fills after the first rollup cycle (5 minutes).",
+        "  flow_summary_5m fills after the first rollup cycle (5 minutes). The flows it dropped are in the copies",
+        "  named below: *_at_stop.dump holds the safety dump with every row the writers added until they stopped",
+        "  (it restores on plain PostgreSQL with pg_restore).",
     ],
     "restore": [
         "Restored: the database is back to the pre-migration backup. Rows written after that backup are in the",

@@ -4,7 +4,7 @@ pg_isready, start the rest and wait for the backend's health. Polls with timeout
 from __future__ import annotations
 
 from . import commands as cmds
-from .commands import Command
+from .commands import Command, literal
 from .expect import Expect
 from .inventory import SiteSettings
 
@@ -12,7 +12,12 @@ APP_SERVICES = ("redis", "backend", "frontend", "nginx")
 
 
 def stop_writers(site: SiteSettings) -> list[Command]:
-    return [Command(cmds.compose(site, "stop", "backend"), what="stop the backend (the writer)")]
+    """The backend stopped, then the sessions it leaves behind ended: a statement a killed client was
+    running goes on in PostgreSQL (holding its locks) until it next writes to the socket."""
+    left = (f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {literal(site.db_name)} "  # noqa: S608
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+    return [Command(cmds.compose(site, "stop", "backend"), what="stop the backend (the writer)"),
+            Command(cmds.psql(site, left, db="postgres"), what=f"end the sessions left in {site.db_name}")]
 
 
 def down(site: SiteSettings) -> list[Command]:

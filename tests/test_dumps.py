@@ -88,6 +88,16 @@ def test_the_listing_filter_drops_every_timescaledb_entry_and_the_cagg_view():
     assert len(tables) == 31 and "flow_records" in tables and "flow_summary_5m" not in tables  # made from the app's DDL
     assert {e.name for e in entries if e.kind == "SEQUENCE SET"} >= {"flow_records_id_seq", "devices_id_seq"}
     assert sum(e.kind == "FK CONSTRAINT" for e in entries) == sum(" FK CONSTRAINT " in ln for ln in listing.splitlines())
+    # the convert toolkit (a clean run's capture is in place while its safety dump is taken): none of it
+    toolkit = ["9; 2615 17001 SCHEMA - netmon_rollback netmon", "300; 1255 17010 FUNCTION netmon_rollback capture() netmon",
+               "301; 1259 17020 TABLE netmon_rollback changes netmon",
+               "4200; 0 17020 TABLE DATA netmon_rollback changes netmon",
+               "3900; 2620 17030 TRIGGER public flow_records netmon_rollback_capture netmon",
+               "3901; 2620 17031 TRIGGER public flow_records netmon_rollback_guard netmon"]
+    with_toolkit = subprocess.run(grep[:-1], input=listing + "\n".join(toolkit) + "\n", capture_output=True, text=True,
+                                  check=True).stdout
+    assert with_toolkit == kept
+    assert any(w == "--exclude-table-data=netmon_rollback.*" for w in shlex.split(by_what(commands, "pg_dump netmon's").cmd))
 
 
 def test_the_summary_cagg_becomes_the_applications_table_with_bigint_sums():

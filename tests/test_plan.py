@@ -3,6 +3,7 @@ import shlex
 
 import pytest
 
+from fabfile import dumps
 from fabfile.dumps import DumpInfo
 from fabfile.errors import InputError, PreflightError
 from fabfile.expect import judge
@@ -50,19 +51,23 @@ def step(plan, key):
 
 def test_clean_plan_order_on_migrated_site():
     plan = build_plan(SITE, Preflight(migrated(), revision="aaa"), RollbackOptions(mode="clean"), TS)
-    assert keys(plan) == ["safety-dump", "revert-files", "build", "stop-writers", "drop-flow-tables", "start-db",
-                          "start-app"]
+    assert keys(plan) == ["capture", "safety-dump", "revert-files", "build", "stop-writers", "keep-written",
+                          "drop-flow-tables", "start-db", "start-app", "copy-at-stop", "drop-capture"]
     # the site is down only from the writers' stop to the backend's health
-    assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "drop-flow-tables", "start-db", "start-app"]
-    sql = shlex.split(step(plan, "drop-flow-tables").commands[0].cmd)[-1]
-    assert sql.startswith("BEGIN; SET lock_timeout")
-    assert sql.index("DROP TABLE IF EXISTS flow_records") < sql.index("DROP EXTENSION IF EXISTS timescaledb CASCADE")
-    assert "DISABLE" not in sql  # TimescaleDB image still runs: the extension works
-    assert plan.safety_dump == f"/root/netmon_pre_rollback_{TS}.dump"
-    assert "git -C /root/netmon checkout aaa --" in step(plan, "revert-files").commands[-1].cmd
-    assert "--no-build" in step(plan, "start-app").commands[0].cmd  # built before the downtime
-    assert "compose build backend" in step(plan, "build").commands[0].cmd
-    assert any("compose file's command" in f for f in plan.findings)
+    assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "keep-written", "drop-flow-tables", "start-db",
+                                                         "start-app"]
+    # what the writers add after the safety dump: logged from before it, kept in one copy after the stop
+    assert "CREATE TRIGGER netmon_rollback_capture" in step(plan, "capture").commands[0].stdin
+    assert plan.undo and plan.undo_steps == ["capture", "safety-dump"]
+    keep = shlex.split(step(plan, "keep-written").commands[0].cmd)
+    assert "LOCK TABLE ONLY public.\"flow_records\" IN EXCLUSIVE MODE" in keep and "COMMIT" in keep
+    at_stop = f"/root/netmon_pre_rollback_{TS}_at_stop.dump"
+    copy = step(plan, "copy-at-stop")
+    assert copy.done.cmd == dumps.sealed_probe(at_stop).cmd
+    assert any(f"docker cp /root/netmon_pre_rollback_{TS}.dump " in c.cmd for c in copy.commands)
+    assert [c.check.arg for c in copy.commands if c.check is not None and c.check.kind == "seal"] == [at_stop]
+    drop = step(plan, "drop-capture").commands
+    assert at_stop in drop[0].what and "DROP SCHEMA IF EXISTS netmon_rollback CASCADE" in drop[1].cmd
 
 
 def test_cagg_is_dropped_as_materialized_view_first():
@@ -171,7 +176,7 @@ def test_app_database_refusing_connections_plans_the_repair_first():
 def test_missing_plain_image_is_pulled_before_anything_stops_and_stale_partials_go():
     state = migrated(plain_image=False, partials=["/root/.netmon_pre_rollback_1.dump.partial"])
     plan = build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="clean"), TS)
-    assert keys(plan)[:3] == ["remove-partials", "pull-image", "safety-dump"]
+    assert keys(plan)[:4] == ["remove-partials", "pull-image", "capture", "safety-dump"]
     assert step(plan, "pull-image").commands[0].cmd == "docker pull postgres:16-alpine"
 
 

@@ -21,10 +21,10 @@ from tests.e2e.helpers import PlainServer, assert_rolled_back, fab, fab_start, h
 pytestmark = pytest.mark.lab
 
 VARIANTS = ["migrated", "summary-cagg", "third-hypertable", "preload-alter-system", "uncommitted", "backend-crashloop",
-            "fresh-volume", "migrated", "summary-cagg", "summary-cagg"]
+            "fresh-volume", "migrated", "summary-cagg", "summary-cagg", "summary-cagg"]
 SITES = {f"lab{i}": v for i, v in enumerate(VARIANTS, 1)}
-UNDO_SITE, RESTORE_SITE, FAULT_SITE = "lab8", "lab9", "lab10"
-CONVERTED = [s for s in SITES if s not in (UNDO_SITE, RESTORE_SITE, FAULT_SITE)]
+UNDO_SITE, RESTORE_SITE, FAULT_SITE, CLEAN_SITE = "lab8", "lab9", "lab10", "lab11"
+CONVERTED = [s for s in SITES if s not in (UNDO_SITE, RESTORE_SITE, FAULT_SITE, CLEAN_SITE)]
 
 # md5 of every row of every other table, read the same way before and after
 CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
@@ -188,28 +188,41 @@ def test_convert_that_fails_before_the_writers_stop_is_undone_then_a_rerun_finis
     assert not missing
 
 
-def test_restore_keeps_what_the_old_database_held_when_the_writers_stopped(lab):
-    """The rows written after the pre-migration backup, up to the writers' stop, are in the copy the
-    run names (*_at_stop.dump), which the test restores itself onto the plain image."""
-    site = RESTORE_SITE
+AT_STOP = {"restore": (RESTORE_SITE, "*_at_stop.dump holds the old database as it was when the writers stopped"),
+           "clean": (CLEAN_SITE, "*_at_stop.dump holds the safety dump with every row the writers added until they "
+                                 "stopped")}
+
+
+@pytest.mark.parametrize("mode", sorted(AT_STOP))
+def test_the_copy_at_the_writers_stop_holds_every_row_they_committed(lab, mode):
+    """Restore and clean: the rows written after the backup (restore) or the safety dump (clean), up to
+    the writers' stop, are in the copy the run names (*_at_stop.dump), which the test restores itself
+    onto the plain image."""
+    site, note = AT_STOP[mode]
     before = committed_ids(lab, site)
-    out = fab(lab, site, "rollback", "--mode=restore", "--yes", timeout=900)
+    out = fab(lab, site, "rollback", f"--mode={mode}", "--yes", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     copy = next(ln.split()[2] for ln in out.stdout.splitlines() if ln.startswith("Copy made:") and "_at_stop.dump" in ln)
-    assert "*_at_stop.dump holds the old database as it was when the writers stopped" in out.stdout
-    assert sql(lab, site, "SELECT count(*) FROM pg_database WHERE datname LIKE 'netmon_old_%'", db="postgres") == "0"
+    assert note in out.stdout
+    assert sql(lab, site, "SELECT count(*) FROM pg_database WHERE datname LIKE 'netmon_old_%' "
+                          "OR datname LIKE 'netmon_portable_%'", db="postgres") == "0"
+    assert sql(lab, site, TIMESCALE_LEFT) == "0"  # no capture trigger or netmon_rollback schema either
     plain = PlainServer(lab, site)
     try:
         plain.restore(copy)
         restored = {int(i) for i in plain.sql("SELECT id FROM flow_records").split()}
-        assert plain.sql("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == "0"
+        assert plain.sql("SELECT count(*) FROM pg_namespace WHERE nspname = 'netmon_rollback' "
+                         "OR nspname LIKE '%timescaledb%'") == "0"
         assert int(plain.sql("SELECT count(*) FROM flow_summary_5m")) > 0
+        next_id = int(plain.sql("SELECT nextval(pg_get_serial_sequence('flow_records', 'id'))"))
     finally:
         plain.close()
     assert before and before <= restored  # every flow committed before the run began
-    # and every one committed until the writers stopped: no gap up to the last id the copy holds
+    assert max(restored) > max(before)  # and some the writers added during the run
+    # every one committed until the writers stopped: no gap up to the last id the copy holds
     gaps = {i for i in committed_ids(lab, site) if i <= max(restored)} - restored
     assert not gaps, f"{len(gaps)} committed flow ids missing from {copy}"
+    assert next_id > max(restored)
 
 
 def test_convert_killed_at_every_step_resumes_each_time_and_finishes_with_every_row(lab, converted):

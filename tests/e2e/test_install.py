@@ -86,7 +86,7 @@ def test_installed_fleet_command_has_the_fleet_tasks_and_no_lab(installed, tmp_p
     out = subprocess.run([str(installed / "netmon-fleet"), "--list"], capture_output=True, text=True, cwd="/", timeout=60)
     assert out.returncode == 0, out.stderr
     listed = set(re.findall(r"^  (\S+)", out.stdout, re.M))  # task names (wrapped docstrings are indented more)
-    assert listed == {"backup", "rollback", "status", "verify"}  # the lab's tasks stay in the checkout
+    assert listed == {"backup", "rehearse", "rollback", "status", "verify"}  # the lab's tasks stay in the checkout
     out = subprocess.run([str(installed / "netmon-fleet"), "--help", "verify"], capture_output=True, text=True, cwd="/",
                          timeout=60)
     assert out.returncode == 0 and "--inventory" in out.stdout and "--parallel" in out.stdout, out.stdout + out.stderr

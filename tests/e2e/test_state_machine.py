@@ -33,7 +33,8 @@ OTHERS = pytest.mark.xdist_group("tests/e2e/test_state_machine.py:others")
 
 RESTORE_STEPS = ["safety-dump", "restore-side", "convert-prepare", "convert-copy", "convert-check", "revert-files",
                  "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app", "copy-old", "drop-old"]
-CLEAN_STEPS = ["safety-dump", "revert-files", "build", "stop-writers", "drop-flow-tables", "start-db", "start-app"]
+CLEAN_STEPS = ["capture", "safety-dump", "revert-files", "build", "stop-writers", "keep-written", "drop-flow-tables",
+               "start-db", "start-app", "copy-at-stop", "drop-capture"]
 CONVERT_STEPS = ["safety-dump", "convert-prepare", "convert-copy", "convert-check", "revert-files", "build",
                  "stop-writers", "convert-switch", "start-db", "start-app"]
 STEPS = {"restore": RESTORE_STEPS, "clean": CLEAN_STEPS, "convert": CONVERT_STEPS}
@@ -119,7 +120,8 @@ def check_finished(lab, site: str, mode: str, before: dict) -> None:
     assert mine[-1]["event"] == "end"
     copies = [r["path"] for r in mine if r["event"] == "copy"]
     assert copies and copies[0].startswith("/root/netmon_pre_rollback_")
-    assert len(copies) == (2 if mode == "restore" else 1)  # restore: also the old database at the writers' stop
+    # restore: also the old database at the writers' stop; clean: the safety dump with the rows written since
+    assert len(copies) == (1 if mode == "convert" else 2)
     for copy in copies:
         assert ssh(lab, site, f"cd /root && sha256sum -c --status {copy.rsplit('/', 1)[1]}.sha256 && echo ok") == "ok"
     # no row lost: what the site held before the run is in the copy; the kept tables are unchanged

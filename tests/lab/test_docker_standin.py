@@ -28,8 +28,8 @@ from tests.lab.docker_texts import UNREACHABLE_REGISTRY
 from tests.lab.images import build_timescaledb_image
 
 STANDIN = Path(__file__).parent / "standin"
-sys.path.insert(0, str(STANDIN))
-import docker  # noqa: E402 — the stand-in itself, for its pure helpers
+sys.path.insert(0, str(STANDIN))  # as python3 LAB/standin/docker.py has it: dockercli/ and shim.py importable
+from dockercli import errors, output, project, templates  # noqa: E402 — the stand-in itself, for its pure helpers
 
 pytestmark = pytest.mark.lab
 
@@ -103,6 +103,7 @@ class Site:
         (self.lab / "standin").mkdir(parents=True)
         for name in ("docker.py", "shim.py", "pg_entrypoint.py"):
             shutil.copy2(STANDIN / name, self.lab / "standin" / name)
+        shutil.copytree(STANDIN / "dockercli", self.lab / "standin/dockercli", ignore=shutil.ignore_patterns("__pycache__"))
         (self.lab / "standin/backend.py").write_text(FAKE_BACKEND)
         app = self.dir / "root/netmon"
         for sub in ("scripts", "backend/app", "frontend"):
@@ -559,24 +560,24 @@ def test_build_needs_no_registry_while_its_base_image_is_there(fresh_site):
 
 def test_interpolation_follows_compose():
     env = {"SET": "x", "EMPTY": ""}
-    assert docker.interpolate("${SET}-${EMPTY:-d}-${EMPTY-d}-${NOPE:-d}-$$-$SET", env, set()) == "x-d--d-$-x"
-    with pytest.raises(docker.DockerError, match="required variable NOPE is missing a value: say so"):
-        docker.interpolate("${NOPE:?say so}", env, set())
+    assert project.interpolate("${SET}-${EMPTY:-d}-${EMPTY-d}-${NOPE:-d}-$$-$SET", env, set()) == "x-d--d-$-x"
+    with pytest.raises(errors.DockerError, match="required variable NOPE is missing a value: say so"):
+        project.interpolate("${NOPE:?say so}", env, set())
 
 
 def test_templates_cover_the_subset_and_refuse_the_rest():
     data = {"State": {"Status": "running", "Health": {"Status": "healthy"}}, "Name": "/x", "List": [1, 2]}
-    template = docker.Template("{{.Name}}\\t{{json .State.Health}}{{if .State.Nope}}yes{{else}} no{{end}}")
+    template = templates.Template("{{.Name}}\\t{{json .State.Health}}{{if .State.Nope}}yes{{else}} no{{end}}")
     assert template.render(data) == '/x\t{"Status":"healthy"} no'
-    assert docker.Template("{{.Nope}} {{.List}}").render(data) == "<no value> [1 2]"
-    with pytest.raises(docker.Unsupported):
-        docker.Template("{{index .List 0}}")
-    with pytest.raises(docker.DockerError, match="unexpected EOF"):
-        docker.Template("{{if .Name}}x")
+    assert templates.Template("{{.Nope}} {{.List}}").render(data) == "<no value> [1 2]"
+    with pytest.raises(errors.Unsupported):
+        templates.Template("{{index .List 0}}")
+    with pytest.raises(errors.DockerError, match="unexpected EOF"):
+        templates.Template("{{if .Name}}x")
 
 
 def test_human_texts_match_docker():
-    assert [docker.human_duration(s) for s in (0.5, 1, 59, 61, 3000, 3700, 90000)] == [
+    assert [output.human_duration(s) for s in (0.5, 1, 59, 61, 3000, 3700, 90000)] == [
         "Less than a second", "1 second", "59 seconds", "About a minute", "50 minutes", "About an hour", "25 hours"]
-    assert docker.human_size(2048) == "2.05kB" and docker.human_size(512) == "512B"
-    assert docker.table([["NAME", "X"], ["a", "b"]]) == "NAME      X\na         b"
+    assert output.human_size(2048) == "2.05kB" and output.human_size(512) == "512B"
+    assert output.table([["NAME", "X"], ["a", "b"]]) == "NAME      X\na         b"

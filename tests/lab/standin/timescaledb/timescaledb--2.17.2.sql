@@ -39,6 +39,10 @@
 --     fixed_schedule false unless initial_start), remove_*, alter_job, run_job, the policies'
 --     procedures, drop_chunks, and stand_in_run_due_jobs() for the lab's scheduler (the backend
 --     stand-in calls it every second; a job then runs every few seconds unless paused).
+--   * timescaledb_pre_restore() / timescaledb_post_restore() and timescaledb.restoring as 2.17.2's
+--     test/sql/pg_dump.sql expects: while restoring, no hooks or jobs, INSERT into a hypertable refused;
+--     the metadata table dumped WHERE key <> 'uuid' with its insert trigger, so a restore into a
+--     database that already has the extension (and an exported_uuid) has no duplicate-key error.
 --   * time_bucket, the timescaledb_information views, and DROP EXTENSION ... CASCADE dropping the
 --     chunks and leaving empty, plain root tables; errors for a non-hypertable as TimescaleDB's
 --     (TS001 for add_*, 42704 for remove_*).
@@ -68,6 +72,8 @@
 --     transaction block it fails with 2D000 "invalid transaction termination" (for real 25001);
 --   * space partitioning, integer time, time columns other than timestamptz;
 --   * "must be preloaded" is FATAL for real (the session ends); here an ERROR;
+--   * SHOW timescaledb.restoring in a session where nothing set it: "unrecognized configuration
+--     parameter" (a placeholder without the library), for real "off";
 --   * time_bucket is parallel unsafe here (the library check remembers its result in a setting).
 
 \echo Use "CREATE EXTENSION timescaledb" to load this file. \quit
@@ -134,19 +140,46 @@ LANGUAGE sql STABLE AS $$
   SELECT coalesce(pg_catalog.current_setting('timescaledb_stand_in.internal', true), '') = 'on'
 $$;
 
+-- timescaledb.restoring (TimescaleDB's PGC_SUSET boolean, src/guc.c): on, the extension switches
+-- itself off (src/extension.c): no DDL hooks, no jobs, and the insert blocker refuses rows. Lab
+-- difference: without the C library the setting is a placeholder, so SHOW timescaledb.restoring
+-- fails ("unrecognized configuration parameter") in a session where nothing has set it yet, where
+-- TimescaleDB shows off; after pre_restore / post_restore it shows what TimescaleDB shows.
+CREATE FUNCTION _timescaledb_functions.stand_in_restoring() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT lower(coalesce(pg_catalog.current_setting('timescaledb.restoring', true), 'off')) IN ('on', 'true', 'yes', '1')
+$$;
+
 -- CREATE EXTENSION loads the library first: without the preload it stops here.
 SELECT _timescaledb_functions.stand_in_library_check();
 
 -- Catalog -------------------------------------------------------------------------------------
 
 CREATE TABLE _timescaledb_catalog.metadata (
-  key name PRIMARY KEY,
+  key name NOT NULL,
   value text NOT NULL,
-  include_in_telemetry boolean NOT NULL
+  include_in_telemetry boolean NOT NULL,
+  CONSTRAINT metadata_pkey PRIMARY KEY (key)
 );
-SELECT pg_catalog.pg_extension_config_dump('_timescaledb_catalog.metadata', $$WHERE key = 'exported_uuid'$$);
--- uuid and exported_uuid are made later, by telemetry, so a restored exported_uuid does not collide.
+-- As sql/pre_install/tables.sql and sql/metadata.sql of 2.17.2: every key but uuid is dumped, and a
+-- restored key that exists already (install_timestamp, timescaledb_version, an exported_uuid made by
+-- telemetry before the restore) turns from INSERT into UPDATE instead of a duplicate-key error.
+SELECT pg_catalog.pg_extension_config_dump('_timescaledb_catalog.metadata', $$ WHERE key <> 'uuid' $$);
+CREATE FUNCTION _timescaledb_functions.metadata_insert_trigger() RETURNS TRIGGER LANGUAGE PLPGSQL
+AS $$
+BEGIN
+  IF EXISTS (SELECT FROM _timescaledb_catalog.metadata WHERE key = NEW.key) THEN
+    UPDATE _timescaledb_catalog.metadata SET value = NEW.value WHERE key = NEW.key;
+    RETURN NULL;
+  END IF;
+  RETURN NEW;
+END
+$$ SET search_path TO pg_catalog, pg_temp;
+CREATE TRIGGER metadata_insert_trigger BEFORE INSERT ON _timescaledb_catalog.metadata FOR EACH ROW
+  EXECUTE PROCEDURE _timescaledb_functions.metadata_insert_trigger();
+INSERT INTO _timescaledb_catalog.metadata VALUES ('uuid', pg_catalog.gen_random_uuid()::text, true);
 INSERT INTO _timescaledb_catalog.metadata VALUES ('install_timestamp', now()::text, true);
+INSERT INTO _timescaledb_catalog.metadata VALUES ('timescaledb_version', '2.17.2', false);
 
 CREATE SEQUENCE _timescaledb_catalog.hypertable_id_seq MINVALUE 1;
 CREATE TABLE _timescaledb_catalog.hypertable (
@@ -435,6 +468,10 @@ DECLARE
   conflict text[];
 BEGIN
   PERFORM _timescaledb_functions.stand_in_library_check();
+  IF _timescaledb_functions.stand_in_restoring() THEN  -- src/hypertable.c, ts_hypertable_insert_blocker
+    RAISE EXCEPTION 'cannot INSERT into hypertable "%" during restore', TG_TABLE_NAME USING ERRCODE = 'feature_not_supported',
+      HINT = 'Set ''timescaledb.restoring'' to ''off'' after the restore process has finished.';
+  END IF;
   SELECT h.id, d.column_name INTO ht_id, time_column
   FROM _timescaledb_catalog.hypertable h JOIN _timescaledb_catalog.dimension d ON d.hypertable_id = h.id
   WHERE h.schema_name = TG_TABLE_SCHEMA AND h.table_name = TG_TABLE_NAME;
@@ -581,6 +618,9 @@ CREATE FUNCTION _timescaledb_functions.process_ddl_event() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   PERFORM _timescaledb_functions.stand_in_library_check();
+  IF _timescaledb_functions.stand_in_restoring() THEN
+    RETURN;
+  END IF;
   IF TG_EVENT = 'sql_drop' THEN
     IF TG_TAG = 'DROP VIEW' AND NOT _timescaledb_functions.stand_in_is_internal() AND EXISTS (
          SELECT 1 FROM pg_event_trigger_dropped_objects() o JOIN _timescaledb_catalog.continuous_agg ca
@@ -663,7 +703,8 @@ DECLARE
   ht _timescaledb_catalog.hypertable;
   ch record;
 BEGIN
-  IF _timescaledb_functions.stand_in_is_internal() OR NOT _timescaledb_functions.stand_in_library_loaded() THEN
+  IF _timescaledb_functions.stand_in_is_internal() OR NOT _timescaledb_functions.stand_in_library_loaded()
+     OR _timescaledb_functions.stand_in_restoring() THEN
     RETURN;
   END IF;
   IF TG_TAG = 'ALTER TABLE' THEN
@@ -1187,7 +1228,7 @@ DECLARE
   ok boolean;
   ran integer := 0;
 BEGIN
-  IF NOT _timescaledb_functions.stand_in_library_loaded() THEN
+  IF NOT _timescaledb_functions.stand_in_library_loaded() OR _timescaledb_functions.stand_in_restoring() THEN
     RETURN 0;
   END IF;
   FOR job IN SELECT j.id, j.schedule_interval FROM _timescaledb_config.bgw_job j
@@ -1538,6 +1579,62 @@ JOIN _timescaledb_catalog.hypertable ht ON ht.schema_name = n.nspname AND ht.tab
 JOIN pg_catalog.pg_attribute a ON a.attrelid = s.relid
 WHERE a.attname::text = ANY (s.segmentby || s.orderby)
 ORDER BY ht.table_name, segmentby_column_index, orderby_column_index;
+
+-- Restoring a dump (sql/restoring.sql of 2.17.2, verbatim but for the version). The background
+-- workers are C in TimescaleDB; the lab's scheduler (stand_in_run_due_jobs) skips a restoring database.
+CREATE FUNCTION _timescaledb_functions.stop_background_workers() RETURNS BOOL
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM _timescaledb_functions.stand_in_library_check();
+  RETURN true;
+END $$;
+
+CREATE FUNCTION _timescaledb_functions.restart_background_workers() RETURNS BOOL
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM _timescaledb_functions.stand_in_library_check();
+  RETURN true;
+END $$;
+
+CREATE FUNCTION @extschema@.timescaledb_pre_restore() RETURNS BOOL AS
+$BODY$
+DECLARE
+    db text;
+BEGIN
+    SELECT current_database() INTO db;
+    EXECUTE format($$ALTER DATABASE %I SET timescaledb.restoring ='on'$$, db);
+    SET SESSION timescaledb.restoring = 'on';
+    PERFORM _timescaledb_functions.stop_background_workers();
+    RETURN true;
+END
+$BODY$
+LANGUAGE PLPGSQL SET search_path TO pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.timescaledb_post_restore() RETURNS BOOL AS
+$BODY$
+DECLARE
+    db text;
+    catalog_version text;
+BEGIN
+    SELECT m.value INTO catalog_version FROM pg_extension x
+    JOIN _timescaledb_catalog.metadata m ON m.key='timescaledb_version'
+    WHERE x.extname='timescaledb' AND x.extversion <> m.value;
+
+    -- check that a loaded dump is compatible with the currently running code
+    IF FOUND THEN
+        RAISE EXCEPTION 'catalog version mismatch, expected "%" seen "%"', '2.17.2', catalog_version;
+    END IF;
+
+    SELECT current_database() INTO db;
+    EXECUTE format($$ALTER DATABASE %I RESET timescaledb.restoring $$, db);
+    -- we cannot use reset here because the reset_val might not be off
+    SET timescaledb.restoring TO off;
+    PERFORM _timescaledb_functions.restart_background_workers();
+
+    RETURN true;
+END
+$BODY$
+LANGUAGE PLPGSQL SET search_path TO pg_catalog, pg_temp;
 
 GRANT USAGE ON SCHEMA _timescaledb_catalog, _timescaledb_functions, _timescaledb_internal, _timescaledb_config,
   _timescaledb_cache, timescaledb_experimental, timescaledb_information TO PUBLIC;

@@ -1,0 +1,121 @@
+"""End-to-end: `fab rehearse` and `invoke rehearse` on lab sites under ingestion, then the live site
+read back: databases, row checksums, files, containers, images and volumes as they were; nothing of
+the rehearsal left; a site whose real rollback fails fails its rehearsal at the same step with the
+same error; a rehearsal killed mid-copy is cleaned up and completed by the rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+from fabfile import rehearse as rh
+from tests.e2e.helpers import AUDIT_DIR, ROOT, fab, fab_start, snapshot, ssh, wait_until
+
+pytestmark = pytest.mark.lab
+
+VARIANTS = ["migrated", "summary-cagg", "plain-image-missing", "fresh-volume"]
+SITES = {f"lab{i}": v for i, v in enumerate(VARIANTS, 1)}
+MISSING = "lab3"
+PSQL = "docker exec netmon-db psql -U netmon -d netmon -X -tA -v ON_ERROR_STOP=1"
+# md5 of every row of every table in public; flow_records up to the id given (the backend keeps
+# inserting), flow_summary_5m left out (the rollup rewrites its current bucket)
+CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
+  'SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS h FROM public.%I t %s', ',', '', c.relname,
+  CASE WHEN c.relname = 'flow_records' THEN 'WHERE id <= MAX_ID' ELSE '' END), false, true, '')))[1]::text), ' '
+  ORDER BY c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'flow_summary_5m'"""
+LEFTOVERS = (f"docker ps -a --format '{{{{.Names}}}}' | grep -c {rh.CONTAINER}; docker volume ls -q | grep -c {rh.VOLUME}; "
+             "ls -d /root/netmon_rehearse 2>/dev/null | wc -l")
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    return lab_factory(sites=len(VARIANTS), variants=VARIANTS, flows=2000)  # the backend ingests all along
+
+
+def live(lab, site: str, max_id: int | None = None) -> dict:
+    """Everything a rehearsal must leave as it was on the live site (the run's lock file aside: the
+    lock every run takes, empty once the run ends)."""
+    max_id = max_id if max_id is not None else int(ssh(lab, site, f'{PSQL} -c "SELECT max(id) FROM flow_records"'))
+    rows, root, images, volumes, containers = ssh(lab, site, " ; echo @@; ".join([
+        PSQL, "ls -A /root | grep -v '^.netmon-rollback.lock$'",
+        "docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort", "docker volume ls -q | sort",
+        "docker ps -a --format '{{.Names}} {{.Image}} {{.Status}}' | sort"]),
+        stdin=CHECKSUMS.replace("MAX_ID", str(max_id)) + ";\n").split("@@")
+    return {**snapshot(lab, site), "max_id": max_id, "rows": rows.strip(), "root": root.strip(), "images": images.strip(),
+            "volumes": volumes.strip(), "all containers": containers.strip()}
+
+
+def unchanged(lab, site: str, before: dict) -> None:
+    after = live(lab, site, before["max_id"])
+    assert {k: v for k, v in after.items() if k != "all containers"} == \
+        {k: v for k, v in before.items() if k != "all containers"}
+    strip = re.compile(r" (Up|Exited) .*$")  # the status text counts the minutes
+    assert [strip.sub("", ln) for ln in after["all containers"].splitlines()] == \
+        [strip.sub("", ln) for ln in before["all containers"].splitlines()]
+    assert ssh(lab, site, LEFTOVERS).split() == ["0", "0", "0"]
+
+
+def invoke(lab, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / ".venv/bin/invoke"), *args, "--inventory", str(lab.inventory)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR)})
+
+
+def test_a_fleet_rehearsal_passes_where_the_rollback_works_and_leaves_the_sites_as_they_were(lab):
+    sites = ["lab1", "lab4"]  # migrated, fresh-volume (preload in postgresql.conf, TimescaleDB in every database)
+    before = {s: live(lab, s) for s in sites}
+    out = invoke(lab, "rehearse", "--mode=convert", "--sites", ",".join(sites))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    rows = [ln.split() for ln in out.stdout.splitlines() if re.match(r"lab\d+ ", ln)]
+    assert sorted(r[0] for r in rows) == sorted(sites) and all(r[1] == "pass" for r in rows)
+    downs = [float(r[2].rstrip("s")) for r in rows]
+    assert downs == sorted(downs) and all(d > 0 for d in downs)  # by predicted downtime
+    assert all(r[4] == "0" for r in rows)  # convert keeps every row
+    for site in sites:
+        unchanged(lab, site, before[site])
+
+
+def test_a_site_whose_rollback_fails_fails_its_rehearsal_at_the_same_step_with_the_same_error(lab):
+    before = live(lab, MISSING)
+    rehearsal = fab(lab, MISSING, "rehearse", "--mode=restore", "--json")
+    assert rehearsal.returncode == 6, rehearsal.stdout[-2000:] + rehearsal.stderr
+    report = json.loads(rehearsal.stdout)
+    assert report["passed"] is False and report["failed_step"] == "pull-image"
+    assert [s["key"] for s in report["timeline"]] == ["pull-image"]  # failed before the throwaway was made
+    unchanged(lab, MISSING, before)
+    real = fab(lab, MISSING, "rollback", "--mode=restore", "--yes")
+    assert real.returncode == 6, real.stdout[-2000:] + real.stderr
+    error = next(ln for ln in real.stderr.splitlines() if ln.startswith("error: "))[len("error: "):]
+    port = re.compile(r"\]:\d+->")  # the resolver's query goes out from a new port each time
+    assert port.sub("]:PORT->", report["error"]) == port.sub("]:PORT->", error)
+    assert "postgres:16-alpine" in error
+
+
+def test_a_rehearsal_killed_mid_copy_is_cleaned_up_and_completed_by_the_rerun(lab):
+    site = "lab2"
+    before = live(lab, site)
+    proc = fab_start(lab, site, "rehearse", "--mode=clean")
+    try:
+        copying = wait_until(lambda: ssh(lab, site, "ls /root/netmon_rehearse 2>/dev/null", check=False).find("live.dump")
+                             >= 0, timeout=90, interval=0.1)
+        assert copying, "the copy never started"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert ssh(lab, site, LEFTOVERS).split()[0] == "1"  # the throwaway it left
+    out = fab(lab, site, "rehearse", "--mode=clean", "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["passed"] is True
+    lost = {t["table"]: t["lost"] for t in report["tables"] if t["lost"]}
+    assert set(lost) == {"public.flow_records", "public.flow_summary_5m"}  # what clean drops, and nothing else
+    assert any(s["key"] == "drop-flow-tables" and s["downtime"] for s in report["timeline"])
+    assert report["peak_disk"] > 0 and report["predicted_downtime"] > 0
+    unchanged(lab, site, before)

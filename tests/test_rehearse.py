@@ -1,0 +1,147 @@
+"""Unit tests of rehearse.py: what it checks before starting, and the commands it builds."""
+
+import re
+import shlex
+
+import pytest
+
+from fabfile import rehearse as rh
+from fabfile.dumps import DumpInfo
+from fabfile.errors import PreflightError
+from fabfile.facts.dumps import Readback
+from fabfile.inventory import SiteSettings
+from fabfile.plan import Preflight, RollbackOptions, build_plan
+from fabfile.procedures import HostResult
+from fabfile.runner import Runner
+from tests.fakes import FakeContext, probe_answers
+from tests.test_plan import SITE, TS, migrated
+
+MiB = 2**20
+
+
+def plans(mode: str, **state):
+    """(the real run's plan, the rehearsal's plan, the titles it leaves out) for one recorded state."""
+    dump = DumpInfo("/root/netmon_pre_tsdb_20250101_000000.dump", readback=Readback(counts={"public.flow_records": 1}))
+    pf = Preflight(migrated(**state), revision="aaa", dump=dump if mode == "restore" else None)
+    real = build_plan(SITE, pf, RollbackOptions(mode=mode), TS)
+    rehearsal, skipped = rh.rehearsal_plan(SITE, pf, build_plan(rh.throwaway_site(SITE), pf, RollbackOptions(mode=mode), TS))
+    return real, rehearsal, skipped
+
+
+def test_disk_need_is_a_cluster_the_copy_the_safety_dump_and_what_the_mode_makes():
+    state = migrated(db_size=100 * MiB, hypertable_bytes=80 * MiB)
+    base = rh.CLUSTER_BYTES + 200 * MiB + 50 * MiB + 100 * MiB  # + the portable copy's scratch database
+    assert rh.disk_need(state, "clean") == base
+    assert rh.disk_need(state, "convert") == base + 80 * MiB
+    assert rh.disk_need(state, "restore") == base + 100 * MiB
+
+
+def test_too_little_disk_is_refused_with_the_figure_needed():
+    state = migrated(db_size=100 * MiB, db_free_kb=200 * 1024, backup_free_kb=10**9)
+    with pytest.raises(PreflightError) as err:
+        rh.check_disk(state, "clean", "s1")
+    assert "200.0 MiB free" in err.value.message and "needs about 414.0 MiB" in err.value.message
+    assert "nothing was started" in err.value.message
+    assert rh.check_disk(migrated(db_size=100 * MiB, db_free_kb=10**9, backup_free_kb=10**9), "clean", "s1") > 0
+
+
+def test_unknown_size_or_free_space_is_refused_not_guessed():
+    with pytest.raises(PreflightError, match="how big the database"):
+        rh.check_disk(migrated(db_size=None, db_free_kb=10**9), "clean", "s1")
+    with pytest.raises(PreflightError, match="how much disk"):
+        rh.check_disk(migrated(db_free_kb=None, backup_free_kb=None), "clean", "s1")
+
+
+def test_convert_rehearsal_runs_the_real_plans_database_steps_on_the_throwaway():
+    real, rehearsal, skipped = plans("convert")
+    assert [s.key for s in rehearsal.steps] == ["rehearse-throwaway", "rehearse-copy", "safety-dump", "convert-prepare",
+                                                "convert-copy", "convert-check", "convert-switch", "start-db"]
+    assert {s.key for s in real.steps} - {s.key for s in rehearsal.steps} == set(rh.LIVE_STEPS) & {s.key for s in real.steps}
+    assert any("stop the writers" in t for t in skipped)
+    by_key = {s.key: s for s in real.steps}
+    for step in rehearsal.steps:
+        if step.key.startswith("convert-"):  # the same commands, pointed at the throwaway
+            assert [c.cmd for c in step.commands] == [
+                c.cmd.replace("docker exec netmon-db ", f"docker exec {rh.CONTAINER} ")
+                     .replace("docker exec -i netmon-db ", f"docker exec -i {rh.CONTAINER} ")
+                for c in by_key[step.key].commands]
+    assert [s.key for s in rehearsal.steps if s.downtime] == ["convert-switch", "start-db"]
+
+
+def test_no_rehearsed_step_acts_on_the_live_stack():
+    for mode in ("clean", "convert", "restore"):
+        _, rehearsal, _ = plans(mode)
+        for step in rehearsal.steps:
+            for c in step.commands:
+                assert "docker compose" not in c.cmd, (mode, step.key, c.cmd)
+                if "netmon-db" in shlex.split(c.cmd.replace(":", " ")):  # reads of the live container only
+                    assert c.cmd.startswith(("docker exec netmon-db pg_dump ", "docker cp netmon-db:")), c.cmd
+
+
+def test_safety_dump_goes_to_the_scratch_directory():
+    _, rehearsal, _ = plans("clean")
+    step = next(s for s in rehearsal.steps if s.key == "safety-dump")
+    assert f"/root/netmon_rehearse/netmon_pre_rollback_{TS}.dump" in step.title
+
+
+def test_a_missing_plain_image_is_pulled_first_as_the_real_run_does():
+    real, rehearsal, _ = plans("restore", plain_image=False)
+    assert real.steps[0].key == rehearsal.steps[0].key == "pull-image"
+    assert [c.cmd for c in rehearsal.steps[0].commands] == [c.cmd for c in real.steps[0].commands]
+
+
+def test_the_copy_is_restored_between_pre_and_post_restore_in_one_job():
+    cmds = [c.cmd for c in rh.copy_commands(SITE)]
+    assert cmds[0] == "docker exec netmon-db pg_dump -U netmon -Fc netmon > /root/netmon_rehearse/live.dump"
+    pre = next(i for i, c in enumerate(cmds) if "timescaledb_pre_restore()" in c)
+    restore = next(i for i, c in enumerate(cmds) if " pg_restore " in c)
+    post = next(i for i, c in enumerate(cmds) if "timescaledb_post_restore()" in c)
+    assert pre < restore < post
+    assert cmds[restore].startswith(f"docker exec {rh.CONTAINER} pg_restore ") and " -j" not in cmds[restore]
+
+
+def test_the_throwaway_is_configured_as_the_live_database():
+    state = migrated()
+    cmds = [c.cmd for c in rh.throwaway_commands(SITE, state, "timescale/timescaledb:latest-pg16")]
+    run = next(c for c in cmds if c.startswith("docker run"))
+    assert shlex.split(run)[-3:] == ["postgres", "-c", "shared_preload_libraries=timescaledb"]
+    assert f"-v {rh.VOLUME}:/var/lib/postgresql/data" in run and "-p " not in run
+    assert any(c.startswith("docker cp netmon-db:/var/lib/postgresql/data/postgresql.auto.conf ") for c in cmds)
+    dropped = [c for c in cmds if "DROP EXTENSION" in c]  # the live site has TimescaleDB in netmon only
+    assert len(dropped) == 2 and all(f"docker exec {rh.CONTAINER} " in c for c in dropped)
+    fresh = migrated(extension={"netmon": True, "postgres": True, "template1": True}, db_command="")
+    cmds = [c.cmd for c in rh.throwaway_commands(SITE, fresh, "timescale/timescaledb:latest-pg16")]
+    assert not any("DROP EXTENSION" in c for c in cmds)
+    assert next(c for c in cmds if c.startswith("docker run")).endswith("timescale/timescaledb:latest-pg16")
+
+
+def test_rows_kept_and_lost_per_table():
+    rows = rh.kept_and_lost({"public.a": 10, "public.b": 5, "public.c": 3}, {"public.a": 10, "public.b": 4, "public.d": 1})
+    assert rows == [{"table": "public.a", "before": 10, "after": 10, "kept": 10, "lost": 0},
+                    {"table": "public.b", "before": 5, "after": 4, "kept": 4, "lost": 1},
+                    {"table": "public.c", "before": 3, "after": None, "kept": 0, "lost": 3},
+                    {"table": "public.d", "before": None, "after": 1, "kept": 1, "lost": 0}]
+
+
+def test_fleet_table_is_sorted_by_predicted_downtime_failures_last():
+    def result(site, ok, down):
+        return HostResult(site, "rehearse", ok, error="" if ok else "boom", data={
+            "predicted_downtime": down, "timeline": [{"seconds": 1.0}], "tables": [], "peak_disk": MiB,
+            "failed_step": "" if ok else "pull-image", "error": "" if ok else "step 'pull-image' on b: no registry"})
+    text = rh.fleet_table([result("a", True, 3.0), result("b", False, 0.5), result("c", True, 1.2)])
+    sites = [line.split()[0] for line in text.splitlines()[2:]]
+    assert sites == ["c", "a", "b"]
+    assert text.splitlines()[-1].split()[2] == "-"  # a failed site predicts nothing
+    assert text.splitlines()[-1].endswith("pull-image: no registry")
+
+
+def test_a_missing_database_image_is_refused_before_anything_starts():
+    c = FakeContext([(r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0), *probe_answers(),
+                     (r"^docker image inspect --format '\{\{.Id\}\}' timescale/timescaledb:latest-pg16$", "[]\n", 1,
+                      "Error response from daemon: No such image: timescale/timescaledb:latest-pg16\n")])
+    with pytest.raises(PreflightError) as err:
+        rh.rehearse(Runner(c, "s1"), SiteSettings(name="s1"), "convert", TS)
+    assert "timescale/timescaledb:latest-pg16 is not on s1" in err.value.message
+    assert "nothing was started" in err.value.message
+    assert not any(re.search(r"docker (run|rm|cp|volume rm)|mkdir|pg_dump", cmd) for cmd in c.commands)
+    assert c.commands[-1].startswith("docker image inspect")
