@@ -256,8 +256,8 @@ def restore_total(b: Bench) -> None:
     b.summary.append(line)
 
 
-#: The measurements, in order. Restore/convert downtime against the floor of a bare restart (issue 10)
-#: goes here as one more ``def section(b: Bench) -> None`` appended to this list.
+#: The measurements, in order (a new one: one more ``def section(b: Bench) -> None`` here). Restore's and
+#: convert's downtime against the floor of a bare restart is benchmarks/floor.py (no latency needed).
 SECTIONS: list[Callable[[Bench], None]] = [single_site, fleet_vs_ansible, restore_total]
 
 
