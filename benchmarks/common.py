@@ -139,11 +139,13 @@ def audit_dir() -> Iterator[Path]:
         yield Path(d)
 
 
-def audit_records(directory: Path) -> list[dict]:
-    """Every remote command the tool logged under ``directory`` (one JSON object per line)."""
+def audit_records(directory: Path, kind: str | None = None) -> list[dict]:
+    """Every remote command the tool logged under ``directory`` (one JSON object per line); with
+    ``kind="wait"`` instead the deliberate waits it noted inside them (verify's ingestion wait)."""
     records = []
     for f in sorted(directory.glob("audit_*.jsonl")):
         records += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    records = [r for r in records if (r.get("kind") == "wait") == (kind == "wait")]
     for r in records:
         r["end"] = datetime.fromisoformat(r["ts"]).timestamp()
         r["start"] = r["end"] - r["seconds"]

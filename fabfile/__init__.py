@@ -1,7 +1,7 @@
 """netmon-rollback: roll NetMon servers back from TimescaleDB to plain PostgreSQL.
 
 This file only assembles the tasks. Where each runbook step lives:
-probes.py (state), plan.py (steps), database.py / files.py / stack.py (the steps' commands),
+facts/ and site_state.py (state), plan.py (steps), database.py / files.py / stack.py (the steps' commands),
 dumps.py (backups), verify.py (checks), procedures.py (per-host API), tasks.py (fab tasks),
 rehearse.py (the rollback rehearsed on a throwaway copy).
 """

@@ -1,6 +1,8 @@
-"""`netmon-rollback`: Fabric's own `fab` program bound to this package's tasks, so every fab option
-works (-H, -S, -i, -e, -T, --dry, --list, --help, --print-completion-script) from any directory,
-with no fabfile to find. Adds ``--log-dir`` and ends ``--help`` with the exit-status table."""
+"""The installed commands. `netmon-rollback`: Fabric's own `fab` program bound to this package's
+tasks, so every fab option works (-H, -S, -i, -e, -T, --dry, --list, --help, --print-completion-script)
+from any directory, with no fabfile to find; adds ``--log-dir`` and ends ``--help`` with the
+exit-status table. `netmon-fleet`: Invoke's own program bound to the fleet's tasks (the checkout's
+`invoke verify|status|backup|rollback`, without the lab)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 from fabric import Config, Executor
 from fabric.main import Fab
 from invoke import Argument
+from invoke import Program as InvokeProgram
 
-from . import ns
+from . import fleet_tasks, ns
 from .errors import exit_codes_text
 from .runner import set_log_dir
 
 NAME = "netmon-rollback"
+FLEET = "netmon-fleet"
 
 
 class Program(Fab):
@@ -33,6 +37,13 @@ class Program(Fab):
         print()
 
 
+class FleetProgram(InvokeProgram):
+    def print_help(self):
+        super().print_help()
+        print(exit_codes_text())
+        print()
+
+
 def _version() -> str:
     try:
         return version(NAME)
@@ -45,5 +56,14 @@ def make_program() -> Program:
                    executor_class=Executor, config_class=Config)
 
 
+def make_fleet_program() -> FleetProgram:
+    return FleetProgram(name=FLEET, binary=FLEET, binary_names=[FLEET], namespace=fleet_tasks.collection(),
+                        version=_version())
+
+
 def main() -> None:
     make_program().run()
+
+
+def fleet_main() -> None:
+    make_fleet_program().run()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
+from .expect import Expect
 from .inventory import SiteSettings
 
 q = shlex.quote
@@ -64,8 +65,6 @@ class Command:
 
     @classmethod
     def from_dict(cls, data: dict) -> Command:
-        from .expect import Expect  # noqa: PLC0415 - expect imports the parsers, which import this module
-
         return cls(cmd=data["cmd"], what=data.get("what", ""), stdin=data.get("stdin"), stdin_note=data.get("stdin_note"),
                    changes=data.get("changes", True), timeout=data.get("timeout"), poll=data.get("poll"),
                    ok_codes=tuple(data.get("ok_codes") or (0,)), check=Expect.from_dict(data.get("check")))

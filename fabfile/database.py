@@ -9,8 +9,9 @@ from __future__ import annotations
 from . import commands as cmds
 from .commands import Command, ident, literal, q
 from .expect import Expect
+from .facts.postgres import has_timescaledb, remove_timescaledb
 from .inventory import SiteSettings
-from .probes import SiteState, has_timescaledb, remove_timescaledb
+from .site_state import SiteState
 
 TSDB_EVENT_TRIGGERS_OFF = (
     "DO $$DECLARE r record; BEGIN "

@@ -18,19 +18,10 @@ from . import commands as cmds
 from .commands import Command, ident, literal, q
 from .errors import CommandFailed, InputError, PreflightError
 from .expect import Expect, seal_output
+from .facts.dumps import Readback, TocEntry, parse_readback, parse_toc, toc_problems
+from .facts.postgres import EXT_SQL, TSDB_SQL, ext_count
 from .inventory import SiteSettings
-from .probes import (
-    EXT_SQL,
-    TSDB_SQL,
-    Readback,
-    SiteState,
-    TocEntry,
-    apply_tsdb_rows,
-    ext_count,
-    parse_readback,
-    parse_toc,
-    toc_problems,
-)
+from .site_state import SiteState, apply_tsdb_rows
 
 
 def utc_stamp(now: datetime | None = None) -> str:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .probes import parse_readback, parse_toc, restore_errors, rows
+from .facts.dumps import parse_readback, parse_toc, restore_errors
+from .facts.parts import rows
 
 
 @dataclass(frozen=True)

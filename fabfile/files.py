@@ -14,8 +14,9 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from .commands import Command, q
 from .errors import PreflightError
+from .facts.host import APP_FILES
 from .inventory import SiteSettings
-from .probes import APP_FILES, SiteState
+from .site_state import SiteState
 
 _TSDB_SQL = re.compile(r"timescaledb|create_hypertable|add_compression_policy|add_retention_policy|"
                        r"add_continuous_aggregate_policy|timescaledb\.compress|remove_.*_policy", re.I)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .commands import Command, q
-from .probes import JOURNAL
+from .facts.host import JOURNAL
 
 
 def journal_path(backup_dir: str) -> str:

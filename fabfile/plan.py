@@ -24,20 +24,11 @@ from .commands import Command, q
 from .dumps import DumpInfo
 from .errors import CommandFailed, ConnectError, InputError, PreflightError
 from .expect import seal_output
+from .facts.compose import is_timescale_image
+from .facts.host import APP_FILES, SAFETY_PREFIX
+from .facts.postgres import FLOW_TABLES, OLD_PREFIX, SIDE_PREFIX
 from .inventory import SiteSettings
-from .probes import (
-    APP_FILES,
-    FLOW_TABLES,
-    OLD_PREFIX,
-    SAFETY_PREFIX,
-    SIDE_PREFIX,
-    SiteState,
-    dump_backups,
-    is_timescale_image,
-    probe_site,
-    require_known,
-    require_site,
-)
+from .site_state import SiteState, dump_backups, probe_site, require_known, require_site
 
 MODES = ("clean", "restore", "convert")
 #: facts every rollback plan needs read (an unknown one refuses the plan)

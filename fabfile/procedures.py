@@ -38,9 +38,9 @@ from .plan import (
     running_plain,
     safety_dump_step,
 )
-from .probes import dump_backups, probe_site, require_known, require_site
 from .report import Printer, checks_table, human_size
 from .runner import AuditLog, Runner
+from .site_state import dump_backups, probe_site, require_known, require_site
 from .status import status_report
 from .verify import Check, verify_checks, verify_state
 

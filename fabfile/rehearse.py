@@ -31,13 +31,16 @@ from .database import count_sql, drop_extension_commands
 from .dumps import portable_disk_need, utc_stamp
 from .errors import CommandFailed, ConnectError, InputError, PreflightError, as_exit
 from .expect import Expect
+from .facts.compose import command_preloads
+from .facts.parts import rows
+from .facts.postgres import FLOW_TABLES, db_probe
 from .inventory import INVENTORY_HELP, SiteSettings
 from .lock import ServerLock
 from .plan import MODES, Applied, Plan, RollbackOptions, Step, apply_plan, build_plan, preflight
-from .probes import FLOW_TABLES, SiteState, apply_db_probe, command_preloads, db_probe, rows
 from .procedures import HostResult, _guard, session
 from .report import Printer, dumps_json, human_size, table
 from .restore_check import READY_SECONDS, remove_commands
+from .site_state import SiteState, apply_db_probe
 from .tasks import _finish, _site
 from .verify import Check, verify_state
 

@@ -13,8 +13,9 @@ from .commands import Command, q
 from .database import count_sql
 from .dumps import sealed_probe, utc_stamp
 from .errors import InputError
+from .facts.dumps import parse_readback, restore_errors
+from .facts.parts import rows
 from .inventory import SiteSettings
-from .probes import parse_readback, restore_errors, rows
 from .procedures import HostResult, _guard, session
 from .report import Printer, table
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 
 from .commands import Command, q
+from .facts.compose import is_timescale_image
+from .facts.postgres import FLOW_TABLES, has_timescaledb
 from .inventory import SiteSettings
 from .journal import unfinished
 from .lock import parse_status
-from .probes import FLOW_TABLES, SiteState, has_timescaledb, is_timescale_image
 from .report import human_age, human_size, table
+from .site_state import SiteState
 
 ROLLED_BACK = "rolled back"
 HEALTHY = "TimescaleDB active and healthy"

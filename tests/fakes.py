@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from invoke.runners import Result
 
@@ -27,3 +28,19 @@ class FakeContext:
     @property
     def commands(self) -> list[str]:
         return [c["cmd"] for c in self.calls]
+
+
+RECORDED = Path(__file__).parent / "recorded"
+
+
+def recorded(name: str) -> str:
+    """Output of the real probe commands on a lab site (tests/recorded/, made with ssh against it)."""
+    return (RECORDED / name).read_text()
+
+
+def probe_answers(host: str = "host_probe_migrated.txt", db: str = "db_probe_migrated.txt"):
+    """The fake server's answers to the probe's two commands: recorded output of a lab site."""
+    return [
+        (r"^sh -c .*docker compose version", recorded(host), 0),
+        (r"^docker exec netmon-db sh -c .*@@ready", recorded(db), 0),
+    ]

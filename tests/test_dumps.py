@@ -8,20 +8,20 @@ import subprocess
 
 import pytest
 
-from fabfile import dumps, probes
+from fabfile import dumps, site_state
 from fabfile.errors import InputError, PreflightError
+from fabfile.facts.dumps import parse_toc
 from fabfile.inventory import SiteSettings
 from fabfile.runner import Runner
-from tests.fakes import FakeContext
-from tests.test_probes import _migrated_answers, recorded
+from tests.fakes import FakeContext, probe_answers, recorded
 
 SITE = SiteSettings(name="s1", host="s1")
 FINAL = "/root/netmon_pre_rollback_20261201_101500.dump"
 SCRATCH = "netmon_portable_20261201_101500"
 
 
-def migrated_state() -> probes.SiteState:
-    return probes.probe_site(Runner(FakeContext(_migrated_answers()), "s1"), SiteSettings(name="s1"))
+def migrated_state() -> site_state.SiteState:
+    return site_state.probe_site(Runner(FakeContext(probe_answers()), "s1"), SiteSettings(name="s1"))
 
 
 def by_what(commands, text: str):
@@ -81,7 +81,7 @@ def test_the_listing_filter_drops_every_timescaledb_entry_and_the_cagg_view():
     grep = shlex.split(script.split(" && ")[1].split(" > ")[0])
     listing = recorded("toc_migrated_summary_cagg.txt")
     kept = subprocess.run(grep[:-1], input=listing, capture_output=True, text=True, check=True).stdout
-    entries = probes.parse_toc(kept)
+    entries = parse_toc(kept)
     assert not [e for e in entries if "timescaledb" in f"{e.kind} {e.schema} {e.name}".lower()]
     assert not [ln for ln in kept.splitlines() if "ts_insert_blocker" in ln or " flow_summary_5m " in ln]
     tables = {e.name for e in entries if e.kind == "TABLE"}
@@ -144,7 +144,7 @@ def test_an_unreadable_timescaledb_catalog_refuses_the_copy():
 def test_disk_need_is_the_database_size_for_a_portable_copy_only():
     state = migrated_state()
     assert state.db_size and dumps.portable_disk_need(state) == state.db_size
-    plain = probes.SiteState(extension={"netmon": False}, db_size=123)
+    plain = site_state.SiteState(extension={"netmon": False}, db_size=123)
     assert dumps.portable_disk_need(plain) == 0
 
 

@@ -5,8 +5,9 @@ import yaml
 
 from fabfile import files
 from fabfile.errors import PreflightError
+from fabfile.facts.compose import compose_db_service
 from fabfile.inventory import SiteSettings
-from fabfile.probes import SiteState, compose_db_service
+from fabfile.site_state import SiteState
 
 COMPOSE_INLINE = """services:
   db:

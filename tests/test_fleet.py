@@ -6,7 +6,7 @@ import threading
 import time
 
 from fabfile.connection import RejectUnknown, make_connection
-from fabfile.fleet import FleetOptions, fabric_config, failed_sites, run_fleet, summary_table, verify_matrix
+from fabfile.fleet import Connections, FleetOptions, fabric_config, failed_sites, run_fleet, summary_table, verify_matrix
 from fabfile.inventory import SiteSettings
 from fabfile.procedures import HostResult
 from fabfile.verify import Check
@@ -87,3 +87,38 @@ def test_every_connection_of_a_fleet_checks_its_own_host_keys(tmp_path):
     for i, c in enumerate(conns, 1):
         assert c.client.get_host_keys().lookup(f"s{i}.invalid") is not None
         assert isinstance(c.client._policy, RejectUnknown)
+
+
+class _Conn:
+    def __init__(self, site):
+        self.site, self.closed = site, 0
+
+    def close(self):
+        self.closed += 1
+
+
+def test_a_batch_and_its_preflight_share_one_connection_per_site(monkeypatch):
+    made = []
+
+    def fake_make_connection(site, config=None, connect_timeout=None):
+        made.append(_Conn(site.name))
+        return made[-1]
+
+    monkeypatch.setattr("fabfile.fleet.make_connection", fake_make_connection)
+    seen = []
+
+    def work(c, site, out):
+        seen.append((site.name, id(c)))
+        return HostResult(site.name, "t", True)
+
+    opts = FleetOptions(parallel=3, quiet=True)
+    with Connections(opts) as conns:
+        run_fleet(SITES[:3], "plan", work, opts, conns)
+        run_fleet(SITES[:3], "run", work, opts, conns)
+        assert len(made) == 3 and not any(c.closed for c in made)  # shared: left open between the two
+    assert [c.closed for c in made] == [1, 1, 1]
+    assert {name: {i for n, i in seen if n == name} for name, _ in seen} == {
+        c.site: {id(c)} for c in made}  # each site's two runs got the same connection
+    made.clear()
+    run_fleet(SITES[:2], "alone", work, opts)  # a run of its own closes each site's connection when it is done
+    assert [c.closed for c in made] == [1, 1]

@@ -7,11 +7,14 @@ from fabfile import dumps
 from fabfile.dumps import DumpInfo
 from fabfile.errors import InputError, PreflightError
 from fabfile.expect import judge
+from fabfile.facts.docker import Container
+from fabfile.facts.dumps import Readback
+from fabfile.facts.host import Backup
 from fabfile.inventory import SiteSettings
 from fabfile.plan import Plan, Preflight, RollbackOptions, apply_plan, build_plan, reset_plan
-from fabfile.probes import Backup, Container, Readback, SiteState
 from fabfile.report import Printer
 from fabfile.runner import Outcome, Runner
+from fabfile.site_state import SiteState
 from tests.fakes import FakeContext
 
 SITE = SiteSettings(name="s1", host="s1")

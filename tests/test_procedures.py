@@ -4,8 +4,7 @@ from fabfile.inventory import SiteSettings
 from fabfile.plan import RollbackOptions
 from fabfile.procedures import rollback_site, status_site
 from fabfile.report import Printer
-from tests.fakes import FakeContext
-from tests.test_probes import _migrated_answers, recorded
+from tests.fakes import FakeContext, probe_answers, recorded
 
 DUMP = "/root/netmon_pre_tsdb_20261201_084211.dump"  # the recorded site's pre-migration backup
 DUMP_ANSWERS = [
@@ -28,7 +27,7 @@ def host(drop: tuple[str, ...] = (), add: str = "") -> tuple:
 
 def test_rollback_dry_run_runs_only_probes_and_prints_the_plan(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    c = FakeContext(DUMP_ANSWERS + _migrated_answers())
+    c = FakeContext(DUMP_ANSWERS + probe_answers())
     printer = Printer("s1", quiet=True)
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", dry_run=True), printer=printer)
     assert result.ok, result.error
@@ -44,7 +43,7 @@ def test_rollback_dry_run_runs_only_probes_and_prints_the_plan(tmp_path, monkeyp
 
 def test_rollback_without_tty_or_yes_is_refused_unchanged(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    c = FakeContext(DUMP_ANSWERS + _migrated_answers())
+    c = FakeContext(DUMP_ANSWERS + probe_answers())
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean"), printer=Printer("s1", quiet=True))
     assert not result.ok and "no terminal" in result.error and result.code == 8
     assert all(not re.search(r"DROP|compose (down|stop)|cat >>", cmd) for cmd in c.commands)
@@ -52,7 +51,7 @@ def test_rollback_without_tty_or_yes_is_refused_unchanged(tmp_path, monkeypatch)
 
 def test_a_plan_that_changed_since_it_was_shown_is_not_run(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    c = FakeContext(DUMP_ANSWERS + _migrated_answers())
+    c = FakeContext(DUMP_ANSWERS + probe_answers())
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean", yes=True, expect_plan=[["true"]]),
                            printer=Printer("s1", quiet=True))
     assert not result.ok and "changed since its plan was shown" in result.error and result.code == 3
@@ -61,7 +60,7 @@ def test_a_plan_that_changed_since_it_was_shown_is_not_run(tmp_path, monkeypatch
 
 def test_status_verdict_for_migrated_site(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    result = status_site(FakeContext(_migrated_answers() + DEEP), SiteSettings(name="s1"), Printer("s1", quiet=True))
+    result = status_site(FakeContext(probe_answers() + DEEP), SiteSettings(name="s1"), Printer("s1", quiet=True))
     assert result.ok and result.summary.startswith("TimescaleDB active")
     assert result.data["pre_migration_commit"] == "21aa2a8a8904da0a6ddfd930623a132043a4b078"
     assert result.data["lock"] is None and result.data["unknown"] == {}
@@ -81,7 +80,7 @@ def test_status_names_an_unknown_fact_and_the_lock_holder(tmp_path, monkeypatch)
 
 def test_rollback_without_git_refuses_while_app_files_still_use_timescaledb(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    c = FakeContext([host(("git=", "head=", "rev=")), *_migrated_answers(),
+    c = FakeContext([host(("git=", "head=", "rev=")), *probe_answers(),
                      (r"^cat /root/netmon/(scripts/init.sql|backend/requirements.txt)", "x\n", 0)])
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="clean", yes=True),
                            printer=Printer("s1", quiet=True))
@@ -95,7 +94,7 @@ def test_truncated_newest_dump_names_the_older_one(tmp_path, monkeypatch):
                "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250101_000000.dump\n")
     truncated = (r"pg_restore -f -", "end 1\n", 0, "pg_restore: error: could not read from input file: end of file\n"
                  "pg_restore_exit=1\n")
-    c = FakeContext([host(("backup=",), backups), truncated, *DUMP_ANSWERS, *_migrated_answers()])
+    c = FakeContext([host(("backup=",), backups), truncated, *DUMP_ANSWERS, *probe_answers()])
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", yes=True),
                            printer=Printer("s1", quiet=True))
     assert not result.ok and "20250102_000000.dump is truncated" in result.error

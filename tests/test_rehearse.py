@@ -8,14 +8,13 @@ import pytest
 from fabfile import rehearse as rh
 from fabfile.dumps import DumpInfo
 from fabfile.errors import PreflightError
+from fabfile.facts.dumps import Readback
 from fabfile.inventory import SiteSettings
 from fabfile.plan import Preflight, RollbackOptions, build_plan
-from fabfile.probes import Readback
 from fabfile.procedures import HostResult
 from fabfile.runner import Runner
-from tests.fakes import FakeContext
+from tests.fakes import FakeContext, probe_answers
 from tests.test_plan import SITE, TS, migrated
-from tests.test_probes import _migrated_answers
 
 MiB = 2**20
 
@@ -137,7 +136,7 @@ def test_fleet_table_is_sorted_by_predicted_downtime_failures_last():
 
 
 def test_a_missing_database_image_is_refused_before_anything_starts():
-    c = FakeContext([(r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0), *_migrated_answers(),
+    c = FakeContext([(r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0), *probe_answers(),
                      (r"^docker image inspect --format '\{\{.Id\}\}' timescale/timescaledb:latest-pg16$", "[]\n", 1,
                       "Error response from daemon: No such image: timescale/timescaledb:latest-pg16\n")])
     with pytest.raises(PreflightError) as err:

@@ -1,5 +1,7 @@
+from fabfile.facts.docker import Container
+from fabfile.facts.host import Backup
 from fabfile.inventory import SiteSettings
-from fabfile.probes import Backup, Container, SiteState
+from fabfile.site_state import SiteState
 from fabfile.status import advised_mode, signals
 
 SITE = SiteSettings(name="s1")

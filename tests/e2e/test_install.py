@@ -1,8 +1,10 @@
 """The package as an operator gets it: `pip install` of this checkout into a fresh venv, then the
-installed `netmon-rollback` command, run from an empty directory, against a lab site over SSH."""
+installed `netmon-rollback` and `netmon-fleet` commands, run from an empty directory, against a lab
+site over SSH."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,6 +60,15 @@ def nr(installed, home, site, *args, timeout=600):
                           cwd=work, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def fleet(installed, home, *args, timeout=600):
+    """`netmon-fleet ARGS --inventory hosts.yml` in the operator's directory (the lab's inventory
+    copied there as hosts.yml)."""
+    work, env, _ = home
+    shutil.copy(env["XDG_CONFIG_HOME"] + "/netmon-rollback/hosts.yml", work / "hosts.yml")
+    return subprocess.run([str(installed / "netmon-fleet"), *args, "--inventory", "hosts.yml"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
 def test_installed_package_is_netmon_rollback_not_fabfile(installed):
     py = str(installed / "python")  # run from / : the checkout's fabfile/ is not on the path there
     assert subprocess.run([py, "-c", "import netmon_rollback.cli"], capture_output=True, cwd="/").returncode == 0
@@ -68,6 +79,24 @@ def test_installed_package_is_netmon_rollback_not_fabfile(installed):
     assert {"status", "backup", "rollback", "verify", "reset", "fetch-dump", "push-dump"} <= set(out.stdout.split())
 
 
+def test_installed_fleet_command_has_the_fleet_tasks_and_no_lab(installed, tmp_path):
+    out = subprocess.run([str(installed / "netmon-fleet"), "--help"], capture_output=True, text=True, cwd="/", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: netmon-fleet ") and "  8  not confirmed" in out.stdout  # the exit-code table
+    out = subprocess.run([str(installed / "netmon-fleet"), "--list"], capture_output=True, text=True, cwd="/", timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = set(re.findall(r"^  (\S+)", out.stdout, re.M))  # task names (wrapped docstrings are indented more)
+    assert listed == {"backup", "rehearse", "rollback", "status", "verify"}  # the lab's tasks stay in the checkout
+    out = subprocess.run([str(installed / "netmon-fleet"), "--help", "verify"], capture_output=True, text=True, cwd="/",
+                         timeout=60)
+    assert out.returncode == 0 and "--inventory" in out.stdout and "--parallel" in out.stdout, out.stdout + out.stderr
+    (tmp_path / "hosts.yml").write_text("sites:\n  a:\n    host: 192.0.2.1\n")  # never reached: refused first
+    out = subprocess.run([str(installed / "netmon-fleet"), "rollback", "--mode=clean", "--inventory", "hosts.yml"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
+    assert (out.returncode, out.stderr.strip()) == (8, "error: no terminal to confirm the batch on — rerun with --yes "
+                                                       "(or --dry-run to see the plans)")  # the code invoke and fab give
+
+
 def test_installed_command_verifies_rolls_back_and_reports(installed, home, site):
     _, _, state = home
     out = nr(installed, home, site, "verify")
@@ -75,6 +104,12 @@ def test_installed_command_verifies_rolls_back_and_reports(installed, home, site
     assert re.search(r"^db runs the plain image\s+postgres:16-alpine\s+timescale\S*\s+FAIL$", out.stdout, re.M), out.stdout
     audits = list(state.glob("audit_lab1_*_verify.jsonl"))
     assert len(audits) == 1 and '"cmd": "docker' in audits[0].read_text()
+    out = fleet(installed, home, "verify", "--json")  # the same checks across the inventory's sites
+    assert out.returncode == 7, out.stdout + out.stderr
+    [result] = json.loads(out.stdout)
+    assert result["site"] == "lab1" and not result["ok"]
+    assert {c["key"] for c in result["checks"] if not c["ok"]} >= {"image", "no tsdb", "flow_records plain"}
+    assert len(list(state.glob("audit_lab1_*_verify.jsonl"))) == 2  # the installed default log directory
 
     before = snapshot(site, "lab1")
     out = nr(installed, home, site, "-e", "--dry", "rollback", "--mode=clean")
@@ -96,3 +131,6 @@ def test_installed_command_verifies_rolls_back_and_reports(installed, home, site
                      r'<td>postgres:16-alpine</td><td><span class="ok">', html)
     assert_rolled_back(site, "lab1")
     assert nr(installed, home, site, "verify").returncode == 0
+    out = fleet(installed, home, "verify")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^lab1\s.*\shealthy$", out.stdout, re.M) and "FAIL" not in out.stdout, out.stdout

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from tests.e2e.helpers import AUDIT_DIR, ROOT, fab, http_code, sql, ssh
+from tests.lab import relay
 from tests.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -67,3 +68,28 @@ def test_a_changed_host_key_behind_the_relay_is_refused(lab, tmp_path):
     out = fab(lab, "lab1", "status", env={"NETMON_INVENTORY": str(inventory)}, ssh_config=empty_config)
     assert out.returncode == 4, out.stdout + out.stderr
     assert "has CHANGED" in out.stderr
+
+
+def test_one_ssh_connection_per_site_per_run(lab):
+    """Counted by the relay (every connection to the site's sshd goes through it): `fab verify`,
+    `invoke verify`, `invoke rollback --dry-run`, and a batch confirmed on a terminal — its read-only
+    preflight of every site, then the run — each connect to the site once."""
+    invoke = [str(ROOT / ".venv/bin/invoke")]
+    inventory = ["--inventory", str(lab.inventory)]
+    env = {**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR), "NETMON_INVENTORY": str(lab.inventory)}
+    confirmed = " ".join([*invoke, "rollback", "--mode=clean", "--sites", "lab1", *inventory])
+    runs = {
+        "fab verify": ([str(ROOT / ".venv/bin/fab"), "-S", str(lab.ssh_config), "-H", "lab1", "verify"], None),
+        "invoke verify": ([*invoke, "verify", *inventory], None),
+        "invoke rollback --dry-run": ([*invoke, "rollback", "--mode=restore", "--dry-run", *inventory], None),
+        "invoke rollback, confirmed": (["script", "-qec", confirmed, "/dev/null"], "yes\n"),
+    }
+    for label, (argv, answer) in runs.items():
+        offset = relay.log_size(lab.relay_dir)
+        out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                             input=answer, stdin=None if answer else subprocess.DEVNULL)
+        assert out.returncode == 0, (label, out.stdout[-2000:], out.stderr[-2000:])
+        if answer:  # the preflight ran and its plan was shown, then the run found the site rolled back
+            assert "Rollback --mode=clean of 1 site(s)" in out.stdout and "already rolled back" in out.stdout
+        connections = relay.connections_since(lab.relay_dir, offset)
+        assert [c["name"] for c in connections] == ["lab1"], (label, connections)

@@ -1,0 +1,83 @@
+"""Docker facts: each container's state as ``docker inspect`` reports it (never the table's STATUS
+text, DESIGN.md §5), and whether the plain image is in the server's image store."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..commands import q
+from ..inventory import SiteSettings
+from .parts import Unknown, last
+
+INSPECT_FORMAT = ("{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|"
+                  "{{.Config.Image}}|{{.State.StartedAt}}")
+
+
+@dataclass
+class Container:
+    name: str
+    status: str  # created, running, paused, restarting, removing, exited, dead, missing
+    health: str = ""
+    restarts: int = 0
+    image: str = ""
+    started: float | None = None  # epoch seconds of .State.StartedAt
+
+
+def plain_image_script(site: SiteSettings) -> str:
+    return (f"if out=$(docker image inspect --format '{{{{.Id}}}}' {q(site.plain_image)} 2>&1); then echo plain_image=yes\n"
+            "elif printf '%s' \"$out\" | grep -qi 'no such image'; then echo plain_image=no\n"
+            "else echo \"plain_image=unknown $(printf '%s' \"$out\" | tail -n 1 | cut -c1-200)\"; fi")
+
+
+def parse_plain_image(kv: dict[str, list[str]]) -> bool | Unknown | None:
+    """Is the plain image on the server? None: the line never came; Unknown: docker could not say."""
+    value = last(kv, "plain_image")
+    if value is None:
+        return None
+    found = {"yes": True, "no": False}.get(value.split(" ", 1)[0])
+    return Unknown(f"docker image inspect failed: {value[8:] or 'no answer'}") if found is None else found
+
+
+def inspect_script(site: SiteSettings) -> str:
+    names = " ".join(q(n) for n in site.containers.values())
+    return f"docker inspect --format {q(INSPECT_FORMAT)} {names} 2>/dev/null | sed 's/^/inspect=/'"
+
+
+def parse_containers(kv: dict[str, list[str]]) -> dict[str, Container]:
+    return parse_inspect("\n".join(kv.get("inspect", [])))
+
+
+def started_epoch(value: str) -> float | None:
+    """Docker's RFC 3339 StartedAt (nanoseconds, Z) → epoch seconds; None for the zero time."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
+    if not m or value.startswith("0001-"):
+        return None
+    stamp = datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    return stamp.timestamp() + float("0" + (m.group(2) or ""))
+
+
+def _clean(value: str) -> str:
+    value = value.strip()
+    return "" if value == "<no value>" else value
+
+
+def parse_inspect(text: str) -> dict[str, Container]:
+    """Lines of :data:`INSPECT_FORMAT` → container name → :class:`Container`."""
+    out: dict[str, Container] = {}
+    for line in (text or "").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        name = parts[0].lstrip("/")
+        restarts = _clean(parts[3]) if len(parts) > 3 else ""
+        out[name] = Container(
+            name=name,
+            status=_clean(parts[1]).lower(),
+            health=_clean(parts[2]) if len(parts) > 2 else "",
+            restarts=int(restarts) if restarts.isdigit() else 0,
+            image=_clean(parts[4]) if len(parts) > 4 else "",
+            started=started_epoch(parts[5]) if len(parts) > 5 else None,
+        )
+    return out

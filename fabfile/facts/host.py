@@ -1,0 +1,118 @@
+"""Facts about the server itself, read by the host script: docker, the app directory and the
+runbook's five files, the clock, the backup directory, the run lock and the journal.
+
+Each ``*_script`` is that fact's lines of the host script (``key=value`` output); each ``parse_*``
+is its pure parser, fed :func:`~fabfile.facts.parts.keyed` output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..commands import q
+from ..inventory import SiteSettings
+from ..lock import lock_path
+from .parts import last
+
+#: the runbook's five files a TimescaleDB migration modifies
+APP_FILES = (
+    "docker-compose.yml",
+    "scripts/init.sql",
+    "backend/app/main.py",
+    "backend/app/services/flow_rollup.py",
+    "backend/requirements.txt",
+)
+DUMP_PREFIX = "netmon_pre_tsdb_"
+SAFETY_PREFIX = "netmon_pre_rollback_"
+JOURNAL = "netmon_rollback_journal.jsonl"
+
+
+@dataclass
+class Backup:
+    path: str
+    size: int
+    age: float
+    has_sha: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def presence_script(site: SiteSettings) -> str:
+    """docker (with compose) on the SSH user's PATH, and the app directory. Its first line is the
+    docker check: a task's parts start after it."""
+    return ("docker compose version >/dev/null 2>&1 && echo docker=yes || echo docker=no\n"
+            f"[ -d {q(site.app_dir)} ] && echo app=yes || echo app=no")
+
+
+def parse_presence(kv: dict[str, list[str]]) -> tuple[bool, bool]:
+    """→ (docker, app_dir)."""
+    return last(kv, "docker") == "yes", last(kv, "app") == "yes"
+
+
+def clock_script(site: SiteSettings) -> str:
+    return "echo now=$(date +%s)"
+
+
+def parse_clock(kv: dict[str, list[str]]) -> float:
+    """The server's epoch seconds (0.0: not read)."""
+    values = [v for v in kv.get("now", []) if v.isdigit()]
+    return float(values[-1]) if values else 0.0
+
+
+def backups_script(site: SiteSettings) -> str:
+    """The backup directory: its free space, the dumps (size, mtime, a .sha256 beside them) and
+    stale ``.partial`` files."""
+    bak = q(site.backup_dir)
+    return (f"df -Pk {bak} 2>/dev/null | awk 'NR==2{{print \"backup_free_kb=\" $4}}'\n"
+            f"for f in {bak}/{DUMP_PREFIX}*.dump {bak}/{SAFETY_PREFIX}*.dump; do\n"
+            "  [ -f \"$f\" ] && echo \"backup=$(stat -c '%s|%Y' \"$f\")|$([ -f \"$f.sha256\" ] && echo sha || echo nosha)|$f\"\n"
+            "done\n"
+            f"for f in {bak}/.netmon_*.partial; do [ -f \"$f\" ] && echo \"partial=$f\"; done")
+
+
+def parse_backups(kv: dict[str, list[str]], now: float) -> tuple[int | None, list[Backup], list[str]]:
+    """→ (free KiB in the backup directory, the dumps with their age at ``now``, stale partials)."""
+    free = [v for v in kv.get("backup_free_kb", []) if v.isdigit()]
+    backups = []
+    for value in kv.get("backup", []):
+        size, mtime, sha, path = value.split("|", 3)
+        backups.append(Backup(path, int(size), max(0.0, now - float(mtime)) if now else 0.0, sha == "sha"))
+    return (int(free[-1]) if free else None), backups, list(kv.get("partial", []))
+
+
+def app_files_script(site: SiteSettings) -> str:
+    """Which of the five files exist, which app files still mention TimescaleDB, the QA script."""
+    app = q(site.app_dir)
+    files = " ".join(q(f) for f in APP_FILES)
+    return (f"for f in {files}; do [ -f {app}/\"$f\" ] && echo \"file=$f\"; done\n"
+            "for f in backend/app/main.py backend/app/services/flow_rollup.py; do\n"
+            f"  [ -f {app}/\"$f\" ] && grep -qiE 'timescale|time_bucket|hypertable' {app}/\"$f\" && echo \"mentions=$f\"\n"
+            "done\n"
+            f"[ -x {app}/scripts/qa_check.sh ] && echo qa=yes")
+
+
+def parse_app_files(kv: dict[str, list[str]]) -> tuple[list[str], list[str], bool]:
+    """→ (the five files present, files mentioning TimescaleDB, qa_check.sh present)."""
+    return list(kv.get("file", [])), list(kv.get("mentions", [])), "qa" in kv
+
+
+def lock_script(site: SiteSettings) -> str:
+    lock = q(lock_path(site.backup_dir))
+    return (f"if [ -e {lock} ] && ! flock -n -s {lock} true 2>/dev/null; then echo \"lock=held $(head -n 1 {lock})\"; "
+            "else echo lock=free; fi")
+
+
+def parse_lock(kv: dict[str, list[str]]) -> str:
+    """``"held <holder json>"``, ``"free"``, or "" (not read)."""
+    return last(kv, "lock") or ""
+
+
+def journal_script(site: SiteSettings) -> str:
+    bak = q(site.backup_dir)
+    return f"[ -f {bak}/{JOURNAL} ] && tail -n 400 {bak}/{JOURNAL} | sed 's/^/journal=/'"
+
+
+def parse_journal(kv: dict[str, list[str]]) -> list[str]:
+    """The journal's last lines (JSON, one record each)."""
+    return list(kv.get("journal", []))

@@ -1,0 +1,46 @@
+"""Docker facts (fabfile/facts/docker.py): container states from `docker inspect`, the plain image."""
+
+import pytest
+
+from fabfile.facts import docker
+from fabfile.facts.parts import Unknown, keyed
+from fabfile.inventory import SiteSettings
+from tests.fakes import recorded
+
+
+def test_inspect_states_with_and_without_health():
+    text = ("/netmon-db|running|healthy|0|timescale/timescaledb:latest-pg16\n"
+            "/netmon-backend|restarting||7|netmon-backend\n"
+            "/netmon-redis|exited|<no value>|0|redis:7-alpine\n")
+    got = docker.parse_inspect(text)
+    assert got["netmon-db"].status == "running" and got["netmon-db"].health == "healthy"
+    assert got["netmon-backend"].restarts == 7 and got["netmon-backend"].status == "restarting"
+    assert got["netmon-redis"].health == ""
+
+
+def test_inspect_started_at_as_docker_prints_it():
+    got = docker.parse_inspect("/netmon-backend|running||3|netmon-backend|2026-12-01T09:42:15.123456789Z\n"
+                               "/netmon-nginx|created||0|nginx:alpine|0001-01-01T00:00:00Z\n")
+    assert got["netmon-backend"].started == pytest.approx(1796118135.123, abs=0.01)
+    assert got["netmon-nginx"].started is None
+
+
+def test_recorded_containers_of_a_rolled_back_site():
+    got = docker.parse_containers(keyed(recorded("host_probe_verify_rolled_back.txt")))
+    assert list(got) == ["netmon-db", "netmon-redis", "netmon-backend", "netmon-frontend", "netmon-nginx"]
+    assert got["netmon-db"].image == "postgres:16-alpine" and got["netmon-db"].health == "healthy"
+    assert got["netmon-backend"].started == pytest.approx(got["netmon-db"].started + 2.24, abs=0.01)
+
+
+def test_plain_image_found_missing_or_unknown():
+    assert docker.parse_plain_image(keyed(recorded("host_probe_migrated.txt"))) is True
+    assert docker.parse_plain_image(keyed("plain_image=no\n")) is False
+    assert docker.parse_plain_image(keyed("plain_image=unknown Cannot connect to the Docker daemon\n")) == Unknown(
+        "docker image inspect failed: Cannot connect to the Docker daemon")
+
+
+def test_commands_name_the_site_containers_and_image_quoted():
+    site = SiteSettings(plain_image="postgres:16 alpine")
+    assert "docker image inspect --format '{{.Id}}' 'postgres:16 alpine'" in docker.plain_image_script(site)
+    assert docker.inspect_script(site).endswith(
+        " netmon-db netmon-redis netmon-backend netmon-frontend netmon-nginx 2>/dev/null | sed 's/^/inspect=/'")

@@ -1,0 +1,79 @@
+"""Host facts (fabfile/facts/host.py): each fact's lines of the host script run in a real shell on
+a directory laid out as a server's, and the recorded output of a lab site, through its parser."""
+
+import os
+import subprocess
+
+from fabfile.facts import host
+from fabfile.facts.parts import keyed
+from fabfile.inventory import SiteSettings
+from tests.fakes import recorded
+
+
+def run(script: str) -> dict[str, list[str]]:
+    return keyed(subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30).stdout)
+
+
+def test_recorded_host_facts_of_a_migrated_site():
+    kv = keyed(recorded("host_probe_migrated.txt"))
+    assert host.parse_presence(kv) == (True, True)
+    now = host.parse_clock(kv)
+    free, backups, partials = host.parse_backups(kv, now)
+    assert now == 1796118141 and free == 80512124 and partials == []
+    assert [(b.name, b.size, b.age, b.has_sha) for b in backups] == [("netmon_pre_tsdb_20261201_084211.dump", 221777, 9, False)]
+    files, mentions, qa = host.parse_app_files(kv)
+    assert files == list(host.APP_FILES) and mentions == ["backend/app/main.py", "backend/app/services/flow_rollup.py"] and qa
+    assert host.parse_lock(kv) == "free" and host.parse_journal(kv) == []
+
+
+def test_backup_dir_read_in_a_real_shell(tmp_path):
+    bak = tmp_path / "back up"  # a space: the script quotes the directory
+    bak.mkdir()
+    (bak / "netmon_pre_tsdb_20261201_000000.dump").write_bytes(b"x" * 10)
+    (bak / "netmon_pre_tsdb_20261201_000000.dump.sha256").write_text("ab  f\n")
+    (bak / "netmon_pre_rollback_20261202_000000.dump").write_bytes(b"y" * 3)
+    (bak / ".netmon_pre_rollback_20261203_000000.dump.partial").write_bytes(b"")
+    (bak / "other.dump").write_bytes(b"")
+    os.utime(bak / "netmon_pre_tsdb_20261201_000000.dump", (1_000_000, 1_000_000))
+    site = SiteSettings(backup_dir=str(bak))
+    kv = run(f"{host.clock_script(site)}\n{host.backups_script(site)}")
+    now = host.parse_clock(kv)
+    free, backups, partials = host.parse_backups(kv, now)
+    assert free > 0 and partials == [str(bak / ".netmon_pre_rollback_20261203_000000.dump.partial")]
+    assert [(b.name, b.size, b.has_sha) for b in backups] == [("netmon_pre_tsdb_20261201_000000.dump", 10, True),
+                                                              ("netmon_pre_rollback_20261202_000000.dump", 3, False)]
+    assert backups[0].age == now - 1_000_000
+    assert host.parse_backups(run(host.backups_script(SiteSettings(backup_dir=str(tmp_path / "none")))), now) == (None, [], [])
+
+
+def test_app_files_and_presence_in_a_real_shell(tmp_path):
+    app = tmp_path / "netmon"
+    (app / "backend/app").mkdir(parents=True)
+    (app / "docker-compose.yml").write_text("services: {}\n")
+    (app / "backend/app/main.py").write_text("SELECT create_hypertable('flow_records', 'timestamp')\n")
+    site = SiteSettings(app_dir=str(app))
+    kv = run(f"{host.presence_script(site)}\n{host.app_files_script(site)}")
+    assert host.parse_presence(kv)[1] is True
+    assert host.parse_app_files(kv) == (["docker-compose.yml", "backend/app/main.py"], ["backend/app/main.py"], False)
+    assert host.parse_presence(run(host.presence_script(SiteSettings(app_dir=str(tmp_path / "gone")))))[1] is False
+
+
+def test_lock_free_then_held_and_the_journal_in_a_real_shell(tmp_path):
+    site = SiteSettings(backup_dir=str(tmp_path))
+    assert host.parse_lock(run(host.lock_script(site))) == "free"  # no lock file at all
+    lock = tmp_path / ".netmon-rollback.lock"
+    lock.write_text('{"by": "me@laptop"}\n')
+    holder = subprocess.Popen(["flock", "-x", "-o", str(lock), "sleep", "30"])
+    try:
+        # flock -x takes the lock at once on an unheld file; wait (bounded) until it does
+        for _ in range(100):
+            if host.parse_lock(run(host.lock_script(site))) != "free":
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert host.parse_lock(run(host.lock_script(site))) == 'held {"by": "me@laptop"}'
+    finally:
+        holder.kill()
+        holder.wait()
+    assert host.parse_lock(run(host.lock_script(site))) == "free"  # the file stays, the lock went with its holder
+    (tmp_path / host.JOURNAL).write_text('{"run": 1}\n{"run": 2}\n')
+    assert host.parse_journal(run(host.journal_script(site))) == ['{"run": 1}', '{"run": 2}']

@@ -1,0 +1,110 @@
+"""The state assembled from the facts (fabfile/site_state.py): the probe's two commands, fed a
+lab site's recorded output, and what a fact that failed reads as."""
+
+import pytest
+
+from fabfile import site_state
+from fabfile.errors import PreflightError
+from fabfile.facts.parts import split_parts
+from fabfile.facts.postgres import FLOW_TABLES, db_probe
+from fabfile.inventory import SiteSettings
+from fabfile.runner import Runner
+from tests.fakes import FakeContext, probe_answers, recorded
+
+
+def test_probe_site_builds_state_from_recorded_output():
+    c = FakeContext(probe_answers())
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert len(c.calls) == 2  # the whole state in two round trips
+    assert state.docker and state.app_dir and state.git and state.unknown == {}
+    assert state.compose_timescale and state.db_answers and state.plain_image is True
+    assert state.extension == {"postgres": False, "template1": False, "netmon": True}
+    assert state.hypertables == ["flow_records"] and state.compressed == ["flow_records"]
+    assert state.hypertable_bytes == 761856  # what convert's copies will need
+    assert state.relations["flow_records"] == ("r", 8) and not state.flow_plain("flow_records")
+    assert state.pre_migration_rev() == "21aa2a8a8904da0a6ddfd930623a132043a4b078"
+    assert state.backups[0].age == 9 and not state.backups[0].has_sha
+    assert [c.status for c in state.containers.values()] == ["running"] * 5 and len(state.ps) == 5
+    assert state.build_services == ["backend", "frontend"] and state.lock == "free" and state.journal == []
+    assert state.now == 1796118143 and state.db_free_kb == 80511212  # the database's clock read last
+    assert not state.rolled_back and state.timescale_anywhere
+    # probes never change anything: every command is read-only
+    assert all(not cmd.changes for cmd in (site_state.host_probe(SiteSettings()), db_probe(SiteSettings())))
+
+
+def test_a_rolled_back_site_reads_as_rolled_back():
+    c = FakeContext(probe_answers("host_probe_verify_rolled_back.txt", "db_probe_rolled_back.txt"))
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert state.unknown == {} and state.rolled_back and not state.timescale_anywhere
+    assert state.db_image == "postgres:16-alpine" and all(state.flow_plain(t) for t in FLOW_TABLES)
+
+
+def test_a_database_that_refuses_connections_is_unknown_not_absent():
+    """Recorded on a fresh-volume lab site after ALTER DATABASE postgres WITH ALLOW_CONNECTIONS false."""
+    c = FakeContext(probe_answers("host_probe_fresh_volume.txt", "db_probe_postgres_refuses.txt"))
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert state.db_answers and state.databases["postgres"] is False
+    assert state.extension["postgres"] is None and "ALLOW_CONNECTIONS true" in state.unknown["ext:postgres"]
+    assert state.extension["template1"] is True and state.extension["netmon"] is True  # read through template1
+    assert state.preload_timescaledb and state.preload_sourcefile.endswith("/postgresql.conf")
+    assert not state.rolled_back
+    with pytest.raises(PreflightError, match="cannot read database postgres"):
+        site_state.require_known(state, "s1", "ext:postgres")
+
+
+def test_a_probe_cut_short_makes_its_facts_unknown():
+    text = recorded("db_probe_migrated.txt")
+    state = site_state.SiteState()
+    site_state.apply_db_probe(state, text[: text.index("@@app")] + "@@app\next|1\n")  # died inside the app part
+    assert state.db_answers and state.extension["netmon"] is None and "app" in state.unknown
+    state = site_state.SiteState()
+    site_state.apply_db_probe(state, "@@ready 2\n")
+    assert not state.db_answers and "no response" in state.db_error
+    state = site_state.SiteState()
+    site_state.apply_db_probe(state, text.replace("@@rc tsdb 0", "@@rc tsdb 3"))
+    assert state.hypertables == [] and "tsdb" in state.unknown and not state.rolled_back
+    state = site_state.SiteState()
+    site_state.apply_db_probe(state, text.replace("@@rc cluster 0", "@@rc cluster 2"))
+    assert set(state.unknown) == {"databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb"}
+
+
+def test_failed_compose_ps_and_image_inspect_are_unknown():
+    state = site_state.SiteState()
+    site_state.apply_host_lines(state, "app=yes\nps=permission denied while trying to connect\nps=ps_rc=1\n"
+                                  "plain_image=unknown Cannot connect to the Docker daemon\n")
+    assert "ps" in state.unknown and state.plain_image is None and "Docker daemon" in state.unknown["plain_image"]
+    assert list(state.unknown) == ["plain_image", "ps"]
+    state = site_state.SiteState()
+    site_state.apply_host_lines(state, "plain_image=no\n")
+    assert state.plain_image is False and state.unknown == {}
+
+
+def test_a_docker_exec_that_fails_makes_every_database_fact_unknown():
+    c = FakeContext([(r"^sh -c .*docker compose version", recorded("host_probe_migrated.txt"), 0),
+                     (r"^docker exec netmon-db sh -c", "", 1, "Error response from daemon: container 4f1d is not running\n")])
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert "container 4f1d is not running" in state.unknown["db"] and not state.db_answers and not state.rolled_back
+
+
+def test_status_facts_ride_on_the_two_probe_commands():
+    """deep (status): the backend log is a part of the host script, the newest flow's age a part of
+    the database script (recorded on a migrated lab site)."""
+    c = FakeContext(probe_answers("host_probe_status_migrated.txt", "db_probe_status_migrated.txt"))
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"), deep=True)
+    assert len(c.calls) == 2 and state.unknown == {}
+    assert state.flow_age == 1 and not state.flow_query_error
+    assert len(state.backend_log.splitlines()) == 156 and "rollup" in state.backend_log
+    assert "--tail=200" in c.calls[0]["cmd"] and "\\gexec" in c.calls[1]["cmd"]
+    failed = recorded("db_probe_status_migrated.txt").replace("age|1\n@@rc age 0",
+                                                              'ERROR:  column "timestamp" does not exist\n@@rc age 1')
+    state = site_state.SiteState(db_answers=True)
+    site_state.apply_age(state, split_parts(failed)["age"])
+    assert state.flow_age is None and "does not exist" in state.flow_query_error
+
+
+def test_the_two_probe_commands_are_exactly_the_recorded_ones():
+    """The split into facts/ sends what the probe sent before it, byte for byte (recorded from the
+    single-module probe): same facts, same order, same two round trips."""
+    host_cmd, db_cmd = recorded("probe_commands_default_site.txt").split("\n", 1)[1].rstrip("\n").split("\n@@@@\n")
+    assert site_state.host_probe(SiteSettings()).cmd == host_cmd
+    assert db_probe(SiteSettings()).cmd == db_cmd
