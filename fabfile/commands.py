@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
-from .expect import Expect
 from .inventory import SiteSettings
 
 q = shlex.quote
@@ -36,6 +35,20 @@ def qualified(name: str) -> str:
 def literal(value: str) -> str:
     """A SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """How a command's outcome is judged: a check's name and its argument (fabfile/expect.py judges)."""
+    kind: str
+    arg: Any = None
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "arg": self.arg}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Expect | None:
+        return cls(data["kind"], data.get("arg")) if data else None
 
 
 @dataclass

@@ -34,8 +34,7 @@ from __future__ import annotations
 
 from . import commands as cmds
 from . import dumps
-from .commands import Command, ident, literal
-from .expect import Expect
+from .commands import Command, Expect, ident, literal
 from .inventory import SiteSettings
 
 SCHEMA = dumps.TOOLKIT_SCHEMA

@@ -7,8 +7,7 @@ Each function returns the exact commands; the runner runs them (or prints them u
 from __future__ import annotations
 
 from . import commands as cmds
-from .commands import Command, ident, literal, q
-from .expect import Expect
+from .commands import Command, Expect, ident, literal, q
 from .facts.postgres import has_timescaledb, remove_timescaledb
 from .inventory import SiteSettings
 from .site_state import SiteState

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import commands as cmds
-from .commands import Command, ident, literal, q
+from .commands import Command, Expect, ident, literal, q
 from .errors import CommandFailed, InputError, PreflightError
-from .expect import Expect, seal_output
+from .expect import seal_output
 from .facts.dumps import Readback, TocEntry, parse_readback, parse_toc, toc_problems
 from .facts.postgres import EXT_SQL, TSDB_SQL, ext_count
 from .inventory import SiteSettings

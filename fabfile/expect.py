@@ -6,24 +6,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from .commands import Expect
 from .facts.dumps import parse_readback, parse_toc, restore_errors
 from .facts.parts import rows
-
-
-@dataclass(frozen=True)
-class Expect:
-    kind: str
-    arg: Any = None
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "arg": self.arg}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> Expect | None:
-        return cls(data["kind"], data.get("arg")) if data else None
 
 
 def _readback(out, what: str) -> str | None:

@@ -26,11 +26,10 @@ from dataclasses import replace
 from fabric import task
 
 from . import commands as cmds
-from .commands import Command, q
+from .commands import Command, Expect, q
 from .database import count_sql, drop_extension_commands
 from .dumps import portable_disk_need, utc_stamp
 from .errors import CommandFailed, ConnectError, InputError, PreflightError, as_exit
-from .expect import Expect
 from .facts.compose import command_preloads
 from .facts.parts import rows
 from .facts.postgres import FLOW_TABLES, db_probe

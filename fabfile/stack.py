@@ -4,8 +4,7 @@ pg_isready, start the rest and wait for the backend's health. Polls with timeout
 from __future__ import annotations
 
 from . import commands as cmds
-from .commands import Command, literal
-from .expect import Expect
+from .commands import Command, Expect, literal
 from .inventory import SiteSettings
 
 APP_SERVICES = ("redis", "backend", "frontend", "nginx")

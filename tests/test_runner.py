@@ -3,9 +3,8 @@ import json
 import pytest
 from invoke import MockContext, Result
 
-from fabfile.commands import Command
+from fabfile.commands import Command, Expect
 from fabfile.errors import CommandFailed, ConnectError
-from fabfile.expect import Expect
 from fabfile.runner import AuditLog, Runner, redact
 from tests.fakes import FakeContext
 
