@@ -507,6 +507,7 @@ _SEQUENCES_PAST_ROWS = """DO $d$DECLARE r record; m bigint; BEGIN
     IF m > coalesce(pg_sequence_last_value(r.seq::regclass), 0) THEN PERFORM setval(r.seq, m); END IF;
   END LOOP;
 END $d$"""
+_SEQUENCES_PAST_ROWS = " ".join(_SEQUENCES_PAST_ROWS.split())  # one line: a plan prints each command on one
 
 
 def at_stop_commands(site: SiteSettings, srcs: list[tuple[str, str]], safety_dump: str, final_path: str) -> list[Command]:

@@ -67,6 +67,7 @@ def test_clean_plan_order_on_migrated_site():
     assert any(f"docker cp /root/netmon_pre_rollback_{TS}.dump " in c.cmd for c in copy.commands)
     assert [c.check.arg for c in copy.commands if c.check is not None and c.check.kind == "seal"] == [at_stop]
     drop = step(plan, "drop-capture").commands
+    assert not [c.cmd for st in plan.steps for c in st.commands if "\n" in c.cmd]  # the plan prints one line each
     assert at_stop in drop[0].what and "DROP SCHEMA IF EXISTS netmon_rollback CASCADE" in drop[1].cmd
 
 
