@@ -274,8 +274,8 @@ def _rollback(runner: Runner, site: SiteSettings, opts: RollbackOptions, confirm
     out = runner.printer
     out.progress(f"preflight on {runner.site} (read-only)")
     pf = preflight(runner, site, opts)
-    if password is None and not opts.dry_run:
-        password = admin_password(site)
+    if password is None:  # a dry run reads it too (an already rolled-back site is judged by verify), never asks
+        password = admin_password(site, prompt=not opts.dry_run)
     run = _Run(runner, site, "rollback", opts.yes or opts.dry_run, confirm)
     if pf.resume is not None:
         rec = pf.resume

@@ -188,7 +188,7 @@ class Runner:
                 break
             if time.monotonic() >= deadline:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)  # each attempt is a round trip already; the downtime ends at the first 200
         out.duration = time.monotonic() - started
         self._log(command, out, kind="change" if command.changes else "probe", attempts=attempts)
         return out

@@ -334,6 +334,8 @@ def test_a_dry_run_prints_exactly_what_the_real_run_runs(others, site, mode, tmp
     stamp = re.compile(r"\d{8}_\d{6}")
     assert [stamp.sub("TS", c) for c in _plan_commands(dry.stdout)] == [stamp.sub("TS", c) for c in ran]
     assert len(ran) > 10
+    again = fab(lab, site, "rollback", f"--mode={mode}", "--dry-run")  # verify (with its login) judges the site
+    assert again.returncode == 0 and "is already rolled back" in again.stdout, again.stdout[-2000:]
 
 
 @OTHERS
