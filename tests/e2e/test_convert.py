@@ -193,14 +193,25 @@ AT_STOP = {"restore": (RESTORE_SITE, "*_at_stop.dump holds the old database as i
                                  "stopped")}
 
 
+@pytest.fixture(scope="module")
+def at_stop_runs(lab):
+    """`fab rollback --mode=restore` and `--mode=clean --yes` on their sites at the same time: {mode: (ids
+    committed before the run, its output)}."""
+    def one(mode: str):
+        site = AT_STOP[mode][0]
+        before = committed_ids(lab, site)
+        return mode, before, fab(lab, site, "rollback", f"--mode={mode}", "--yes", timeout=900)
+    with ThreadPoolExecutor(len(AT_STOP)) as pool:
+        return {mode: (before, out) for mode, before, out in pool.map(one, sorted(AT_STOP))}
+
+
 @pytest.mark.parametrize("mode", sorted(AT_STOP))
-def test_the_copy_at_the_writers_stop_holds_every_row_they_committed(lab, mode):
+def test_the_copy_at_the_writers_stop_holds_every_row_they_committed(lab, at_stop_runs, mode):
     """Restore and clean: the rows written after the backup (restore) or the safety dump (clean), up to
     the writers' stop, are in the copy the run names (*_at_stop.dump), which the test restores itself
     onto the plain image."""
     site, note = AT_STOP[mode]
-    before = committed_ids(lab, site)
-    out = fab(lab, site, "rollback", f"--mode={mode}", "--yes", timeout=900)
+    before, out = at_stop_runs[mode]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     copy = next(ln.split()[2] for ln in out.stdout.splitlines() if ln.startswith("Copy made:") and "_at_stop.dump" in ln)
     assert note in out.stdout
