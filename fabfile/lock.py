@@ -96,7 +96,10 @@ class ServerLock:
         chan = transport.open_session(timeout=timeout)
         chan.settimeout(timeout)
         chan.exec_command(holder_script(self.backup_dir))
-        chan.sendall((json.dumps(me(self.task)) + "\n").encode())
+        try:
+            chan.sendall((json.dumps(me(self.task)) + "\n").encode())
+        except OSError:  # a busy lock answers at once and its channel may close first: its exit status says so
+            pass
         out = b""
         deadline = time.monotonic() + timeout
         while b"\n" not in out and time.monotonic() < deadline:

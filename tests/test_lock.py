@@ -5,7 +5,9 @@ import json
 import subprocess
 import time
 
-from fabfile.lock import BUSY, Holder, holder_script, parse_status, status_probe
+import pytest
+
+from fabfile.lock import BUSY, Holder, LockHeld, ServerLock, holder_script, parse_status, status_probe
 
 
 def holder(tmp_path, expire: int = 30) -> subprocess.Popen:
@@ -54,3 +56,54 @@ def test_a_run_that_died_lets_go_and_a_live_one_keeps_it(tmp_path):
     assert take(again, {**WHO, "pid": 8}).startswith("LOCKED ")
     again.stdin.close()
     assert again.wait(timeout=10) == 0
+
+
+class BusyChannel:
+    """A channel whose holder script answered "busy" and closed before the request was sent."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+
+    def settimeout(self, _t):
+        pass
+
+    def exec_command(self, _cmd):
+        pass
+
+    def sendall(self, _data):
+        raise OSError("Socket is closed")  # what paramiko raises on a channel the server closed
+
+    def recv_ready(self):
+        return bool(self.answer)
+
+    def recv(self, _n):
+        out, self.answer = self.answer, b""
+        return out
+
+    def exit_status_ready(self):
+        return True
+
+    def recv_exit_status(self):
+        return BUSY
+
+    def close(self):
+        pass
+
+
+class Transport:
+    def __init__(self, chan):
+        self.chan = chan
+
+    def open_session(self, timeout=None):
+        return self.chan
+
+
+class Conn:
+    def __init__(self, chan):
+        self.transport = Transport(chan)
+
+
+def test_a_busy_lock_that_closes_its_channel_first_still_names_its_holder():
+    chan = BusyChannel((json.dumps(WHO) + "\n").encode())
+    with pytest.raises(LockHeld, match=r"lab1 is busy: another run holds its lock \(ana@lt1, pid 42"):
+        ServerLock(Conn(chan), "lab1", "/root", "rollback").acquire(timeout=2)
