@@ -482,16 +482,20 @@ def test_a_volume_made_by_the_timescaledb_image_restart_loops_on_the_plain_image
     build_timescaledb_image(site.lab / "images/timescaledb")
     site.ok("compose", "up", "-d", "db")
 
-    def extension_count(db: str) -> str:
-        return site.docker("exec", "netmon-db", "psql", "-U", "netmon", "-d", db, "-tAc",
-                           "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").stdout.strip()
+    def query(db: str, sql: str) -> str:
+        return site.docker("exec", "netmon-db", "psql", "-U", "netmon", "-d", db, "-tAc", sql).stdout.strip()
+
+    def settled():
+        """Every fact from one pass, or None while a read fails (the entrypoint's temporary server stops between)."""
+        facts = [query(db, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+                 for db in ("postgres", "template1", "netmon")]
+        facts.append(query("netmon", "SELECT setting, sourcefile FROM pg_settings "
+                                     "WHERE name = 'shared_preload_libraries'"))
+        return facts if facts[2] == "1" and all(facts) else None
 
     # "healthy" may come from the entrypoint's temporary server, as with the real image: poll the outcome
-    wait_for(lambda: extension_count("netmon") == "1", what="the init scripts")
-    assert extension_count("postgres") == extension_count("template1") == "1"
-    where = site.ok("exec", "netmon-db", "psql", "-U", "netmon", "-d", "netmon", "-tAc",
-                    "SELECT setting, sourcefile FROM pg_settings WHERE name = 'shared_preload_libraries'").stdout
-    assert where.strip() == "timescaledb|/var/lib/postgresql/data/postgresql.conf"
+    assert wait_for(settled, timeout=120, what="the init scripts") == [
+        "1", "1", "1", "timescaledb|/var/lib/postgresql/data/postgresql.conf"]
     (site.dir / "root/netmon/docker-compose.yml").write_text(DB_ONLY)
     assert " Container netmon-db  Recreated" in site.ok("compose", "up", "-d", "db").stderr.splitlines()
     assert_restart_loop(site)
