@@ -37,6 +37,8 @@ def start(container):
                    start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT
     while (state := container.state)["status"] == "created":
+        if not os.path.isdir(container.dir):  # --rm, and its main process has already come and gone
+            return
         if time.monotonic() > deadline:
             raise DockerError(f"Error response from daemon: container {container.id} did not start")
         time.sleep(0.05)
