@@ -31,6 +31,13 @@ EXTENSION_SOURCE = Path(__file__).resolve().parent / "standin" / "timescaledb"
 EXTENSION_FILES = ("timescaledb.control", "timescaledb--2.17.2.sql")
 
 
+def library_settings(bin_dir: Path) -> list[str]:
+    """Settings (-c) for `bin_dir`'s postgres: an image with TimescaleDB's library gets the GUC the
+    library defines when it loads (src/guc.c), at its boot value. The stand-in's library is
+    auth_delay's, so without this a session that did not set timescaledb.restoring could not show it."""
+    return ["timescaledb.restoring=off"] if (Path(bin_dir).parent / "lib" / "timescaledb.so").exists() else []
+
+
 def build_timescaledb_image(dest: Path) -> None:
     """Assemble the TimescaleDB image at `dest`; cheap to call again (refreshes the extension files).
 

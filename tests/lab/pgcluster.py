@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.lab.images import HOST_BIN
+from tests.lab.images import HOST_BIN, library_settings
 
 
 class Cluster:
@@ -44,7 +44,7 @@ class Cluster:
         """pg_ctl start of `bin_dir`'s postgres (default: the cluster's own image)."""
         bin_dir = bin_dir or self.bin_dir
         as_postgres(bin_dir / "pg_ctl", "-D", self.data, "-l", self.sockets / "log", "-w", "-t", "30",
-                    "-o", " ".join(self.options(*settings)), "start")
+                    "-o", " ".join(self.options(*library_settings(bin_dir), *settings)), "start")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

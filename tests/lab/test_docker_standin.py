@@ -491,11 +491,12 @@ def test_a_volume_made_by_the_timescaledb_image_restart_loops_on_the_plain_image
                  for db in ("postgres", "template1", "netmon")]
         facts.append(query("netmon", "SELECT setting, sourcefile FROM pg_settings "
                                      "WHERE name = 'shared_preload_libraries'"))
+        facts.append(query("netmon", "SHOW timescaledb.restoring"))  # defined by the image's library
         return facts if facts[2] == "1" and all(facts) else None
 
     # "healthy" may come from the entrypoint's temporary server, as with the real image: poll the outcome
     assert wait_for(settled, timeout=120, what="the init scripts") == [
-        "1", "1", "1", "timescaledb|/var/lib/postgresql/data/postgresql.conf"]
+        "1", "1", "1", "timescaledb|/var/lib/postgresql/data/postgresql.conf", "off"]
     (site.dir / "root/netmon/docker-compose.yml").write_text(DB_ONLY)
     assert " Container netmon-db  Recreated" in site.ok("compose", "up", "-d", "db").stderr.splitlines()
     assert_restart_loop(site)

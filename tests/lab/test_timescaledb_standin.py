@@ -66,6 +66,18 @@ def test_create_extension_refuses_without_the_preload(server):
         server.start()
 
 
+def test_restoring_is_off_in_a_fresh_session_and_follows_pre_and_post_restore(server):
+    """SHOW timescaledb.restoring as test/sql/pg_dump.sql of 2.17.2 reads it, each time in a new session."""
+    server.psql("CREATE DATABASE restoring", db="postgres")
+    server.psql("CREATE EXTENSION timescaledb", db="restoring")
+    assert server.value("SHOW timescaledb.restoring", db="restoring") == "off"
+    assert server.value("SELECT timescaledb_pre_restore()", db="restoring") == "t"
+    assert server.value("SHOW timescaledb.restoring", db="restoring") == "on"
+    assert server.value("SHOW timescaledb.restoring", db="postgres") == "off"  # only the restoring database
+    assert server.value("SELECT timescaledb_post_restore()", db="restoring") == "t"
+    assert server.value("SHOW timescaledb.restoring", db="restoring") == "off"
+
+
 def test_create_hypertable_moves_rows_into_chunks(server):
     server.psql("CREATE DATABASE hyper", db="postgres")
     server.psql("""
@@ -269,6 +281,8 @@ def test_plain_image_refuses_the_preload_and_the_extensions_ddl(server):
         assert fatal.returncode != 0 and PRELOAD_FATAL in fatal.stderr
 
         server.start(HOST_BIN, "shared_preload_libraries=")
+        unknown = server.psql("SHOW timescaledb.restoring", db="plain", check=False)  # no library: no such setting
+        assert 'unrecognized configuration parameter "timescaledb.restoring"' in unknown.stderr
         dropped = server.psql("DROP TABLE IF EXISTS flow_records CASCADE", db="plain", check=False)
         assert f"ERROR:  58P01: {LIBRARY_MISSING}" in dropped.stderr
         created = server.psql("CREATE TABLE devices (id integer)", db="plain", check=False)

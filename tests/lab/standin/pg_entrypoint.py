@@ -26,6 +26,9 @@ INITDB_D = "/docker-entrypoint-initdb.d"
 ME = "/usr/local/bin/docker-entrypoint.sh"  # the name the real image's messages carry
 AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
 READY_TIMEOUT = 60  # seconds for the temporary server to accept connections
+#: the GUC TimescaleDB's library defines when it loads (src/guc.c), at its boot value: without the
+#: C library a setting of that name is only a placeholder, unknown to a session that did not set it
+LIBRARY_SETTINGS = ["-c", "timescaledb.restoring=off"]
 
 UNINITIALISED_ERROR = """\
 Error: Database is uninitialized and superuser password is not specified.
@@ -64,10 +67,15 @@ def initdb(bin_dir, env):
         f.write("listen_addresses = '*'\n")
 
 
+def server_settings(cfg):
+    """The image's library, when it has one, defines its setting (images.py library_settings, for the host's servers)."""
+    return LIBRARY_SETTINGS if os.path.exists(f"{cfg['pg_bin']}/../lib/timescaledb.so") else []
+
+
 @contextlib.contextmanager
-def temp_server(bin_dir, args, env):
+def temp_server(cfg, args, env):
     """The image's postgres on the socket only, for the init steps; stopped (fast) afterwards."""
-    server = subprocess.Popen([*AS_POSTGRES, f"{bin_dir}/postgres", "-D", PGDATA,
+    server = subprocess.Popen([*AS_POSTGRES, f"{cfg['pg_bin']}/postgres", "-D", PGDATA, *server_settings(cfg),
                                "-c", "listen_addresses=", "-p", "5432", *args], env=env)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -102,7 +110,7 @@ def init_scripts(cfg):
 def initialise(cfg, args, env):
     bin_dir = cfg["pg_bin"]
     initdb(bin_dir, env)
-    with temp_server(bin_dir, args, env):
+    with temp_server(cfg, args, env):
         database = env["POSTGRES_DB"]
         if database != "postgres":
             quoted = database.replace('"', '""')
@@ -145,7 +153,8 @@ def main(cdir):
         initialise(cfg, args[1:], env)
     else:
         say("\nPostgreSQL Database directory appears to contain a database; Skipping initialization\n")
-    server = [*AS_POSTGRES, "--pdeathsig", "KILL", "--", f"{cfg['pg_bin']}/postgres", "-D", PGDATA, *args[1:]]
+    server = [*AS_POSTGRES, "--pdeathsig", "KILL", "--", f"{cfg['pg_bin']}/postgres", "-D", PGDATA,
+              *server_settings(cfg), *args[1:]]
     os.execvpe(server[0], server, env)  # noqa: S606 — the server becomes the container's main process
 
 

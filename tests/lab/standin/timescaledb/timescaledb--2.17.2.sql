@@ -72,8 +72,6 @@
 --     transaction block it fails with 2D000 "invalid transaction termination" (for real 25001);
 --   * space partitioning, integer time, time columns other than timestamptz;
 --   * "must be preloaded" is FATAL for real (the session ends); here an ERROR;
---   * SHOW timescaledb.restoring in a session where nothing set it: "unrecognized configuration
---     parameter" (a placeholder without the library), for real "off";
 --   * time_bucket is parallel unsafe here (the library check remembers its result in a setting).
 
 \echo Use "CREATE EXTENSION timescaledb" to load this file. \quit
@@ -141,10 +139,9 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- timescaledb.restoring (TimescaleDB's PGC_SUSET boolean, src/guc.c): on, the extension switches
--- itself off (src/extension.c): no DDL hooks, no jobs, and the insert blocker refuses rows. Lab
--- difference: without the C library the setting is a placeholder, so SHOW timescaledb.restoring
--- fails ("unrecognized configuration parameter") in a session where nothing has set it yet, where
--- TimescaleDB shows off; after pre_restore / post_restore it shows what TimescaleDB shows.
+-- itself off (src/extension.c): no DDL hooks, no jobs, and the insert blocker refuses rows. The
+-- stand-in's library defines no setting: the lab starts the image's server with the boot value
+-- (-c timescaledb.restoring=off, tests/lab/images.py library_settings), so a fresh session shows off.
 CREATE FUNCTION _timescaledb_functions.stand_in_restoring() RETURNS boolean
 LANGUAGE sql STABLE AS $$
   SELECT lower(coalesce(pg_catalog.current_setting('timescaledb.restoring', true), 'off')) IN ('on', 'true', 'yes', '1')
