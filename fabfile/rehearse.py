@@ -56,6 +56,9 @@ LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start
 #: verify's checks that read the database alone (the others ask the live stack)
 DB_CHECKS = ("timescaledb extension in", "no timescaledb in any database", "flow_records exists", "is a plain table",
              "shared_preload_libraries without timescaledb", "db runs the plain image", "tables in public")
+#: what the predicted downtime holds
+DOWNTIME_WHAT = ("the database steps inside the window, measured on the copy; the real run adds the backend's stop "
+                 "and the app's start (not rehearsed: they act on the live stack)")
 TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
               "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")
 
@@ -321,9 +324,7 @@ def render(report: dict) -> str:
     if report["not_rehearsed"]:
         lines.append("not rehearsed (they act on the live stack or its files): " + "; ".join(report["not_rehearsed"]))
     lines.append(f"peak disk: {human_size(report['peak_disk'])} (checked before: about {human_size(report['disk_needed'])})")
-    down = report["predicted_downtime"]
-    lines.append(f"predicted downtime: {down:.1f}s of database steps inside the window (stopping the writers and "
-                 "the app's start are not rehearsed)")
+    lines.append(f"predicted downtime: {report['predicted_downtime']:.1f}s, {DOWNTIME_WHAT}")
     return "\n".join(lines)
 
 
@@ -372,7 +373,8 @@ def fleet_table(results: list[HostResult]) -> str:
                     f"{sum(s['seconds'] for s in d.get('timeline', [])):.1f}s" if d.get("timeline") else "-",
                     lost if d.get("tables") else "-", human_size(d["peak_disk"]) if d.get("peak_disk") else "-",
                     "-" if r.ok else failure[:FAILURE_WIDTH] + ("…" if len(failure) > FAILURE_WIDTH else "")])
-    return table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
+    return (table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
+            + f"\npredicted downtime: {DOWNTIME_WHAT}")
 
 
 @task(name="rehearse", auto_shortflags=False, help={"mode": "the rollback to rehearse: convert, clean or restore",

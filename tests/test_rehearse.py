@@ -129,10 +129,12 @@ def test_fleet_table_is_sorted_by_predicted_downtime_failures_last():
             "predicted_downtime": down, "timeline": [{"seconds": 1.0}], "tables": [], "peak_disk": MiB,
             "failed_step": "" if ok else "pull-image", "error": "" if ok else "step 'pull-image' on b: no registry"})
     text = rh.fleet_table([result("a", True, 3.0), result("b", False, 0.5), result("c", True, 1.2)])
-    sites = [line.split()[0] for line in text.splitlines()[2:]]
+    *lines, note = text.splitlines()
+    sites = [line.split()[0] for line in lines[2:]]
     assert sites == ["c", "a", "b"]
-    assert text.splitlines()[-1].split()[2] == "-"  # a failed site predicts nothing
-    assert text.splitlines()[-1].endswith("pull-image: no registry")
+    assert lines[-1].split()[2] == "-"  # a failed site predicts nothing
+    assert lines[-1].endswith("pull-image: no registry")
+    assert note.startswith("predicted downtime: the database steps") and "not rehearsed" in note
 
 
 def test_a_missing_database_image_is_refused_before_anything_starts():

@@ -39,6 +39,13 @@ def fab_start(lab, site: str, *args: str, env: dict | None = None, ssh_config: P
                             stdin=subprocess.DEVNULL)
 
 
+def invoke(inventory: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`invoke ARGS --inventory INVENTORY` from the checkout, no terminal (the fleet's tasks)."""
+    return subprocess.run([str(ROOT / ".venv/bin/invoke"), *args, "--inventory", str(inventory)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR)})
+
+
 def ssh(lab, site: str, command: str, stdin: str | None = None, check: bool = True) -> str:
     out = subprocess.run(["ssh", "-F", str(lab.ssh_config), site, command], input=stdin, capture_output=True,
                          text=True, timeout=120)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.helpers import AUDIT_DIR
+from tests.e2e.helpers import invoke
 
 pytestmark = pytest.mark.lab
 
@@ -53,11 +53,6 @@ def start_sshd(lab, name):
     site = lab.site(name)
     subprocess.run(site.enter("/usr/sbin/sshd", "-f", str(site.dir / "ssh/sshd_config"), "-E",
                               str(site.dir / "ssh/sshd.log")), check=True)
-
-
-def invoke(inv: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([INVOKE, *args, "--inventory", str(inv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR)})
 
 
 def fingerprint(lab, name: str) -> dict:

@@ -6,15 +6,13 @@ same error; a rehearsal killed mid-copy is cleaned up and completed by the rerun
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
 
 import pytest
 
 from fabfile import rehearse as rh
-from tests.e2e.helpers import AUDIT_DIR, ROOT, fab, fab_start, snapshot, ssh, wait_until
+from tests.e2e.helpers import fab, fab_start, invoke, snapshot, ssh, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -62,16 +60,10 @@ def unchanged(lab, site: str, before: dict) -> None:
     assert ssh(lab, site, LEFTOVERS).split() == ["0", "0", "0"]
 
 
-def invoke(lab, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / ".venv/bin/invoke"), *args, "--inventory", str(lab.inventory)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "NETMON_AUDIT_DIR": str(AUDIT_DIR)})
-
-
 def test_a_fleet_rehearsal_passes_where_the_rollback_works_and_leaves_the_sites_as_they_were(lab):
     sites = ["lab1", "lab4"]  # migrated, fresh-volume (preload in postgresql.conf, TimescaleDB in every database)
     before = {s: live(lab, s) for s in sites}
-    out = invoke(lab, "rehearse", "--mode=convert", "--sites", ",".join(sites))
+    out = invoke(lab.inventory, "rehearse", "--mode=convert", "--sites", ",".join(sites))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     rows = [ln.split() for ln in out.stdout.splitlines() if re.match(r"lab\d+ ", ln)]
     assert sorted(r[0] for r in rows) == sorted(sites) and all(r[1] == "pass" for r in rows)

@@ -1,15 +1,19 @@
 """End-to-end: `fab rollback` in both modes on every lab variant, as a user runs it, and the
 server read back afterwards. One lab, one site per scenario; the single-command rollbacks run
-side by side (as an operator with several terminals would) to keep the suite short."""
+side by side (as an operator with several terminals would) to keep the suite short. Before any
+rollback, one site of each variant is rehearsed (`invoke rehearse`, one command per mode): the
+rehearsal passes where the rollback then works, and refuses with the rollback's own error where
+the rollback refuses."""
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import ROOT, assert_rolled_back, dump_flows, fab, snapshot, sql, ssh
+from tests.e2e.helpers import ROOT, assert_rolled_back, dump_flows, fab, invoke, snapshot, sql, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -33,6 +37,13 @@ SIMPLE = {
 SCENARIOS = {"lab14": "no-git", "lab15": "corrupt-backup", "lab16": "no-backup", "lab17": "rolled-back",
              "lab18": "migrated"}
 VARIANTS = [v for v, _ in SIMPLE.values()] + list(SCENARIOS.values())
+#: mode → the sites rehearsed with it, in the mode of their rollback below: one site of each variant
+#: that tests/e2e/test_rehearse.py and test_convert.py do not rehearse
+REHEARSED = {"clean": ["lab9", "lab12", "lab14"], "restore": ["lab2", "lab6", "lab11", "lab15", "lab16", "lab17"]}
+#: what a rehearsal may report lost: clean drops the flow tables; restore goes back to the backup,
+#: before the migration's flows and its schema_migrations row
+MAY_LOSE = {"clean": {"public.flow_records", "public.flow_summary_5m"},
+            "restore": {"public.flow_records", "public.flow_summary_5m", "public.schema_migrations"}}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +52,25 @@ def lab(lab_factory):
 
 
 @pytest.fixture(scope="module")
-def simple_runs(lab):
-    """Each SIMPLE site's newest pre-migration dump (before) and its rollback, three at a time."""
+def rehearsals(lab):
+    """site → its rehearsal's result (the fleet's --json), the two modes' commands side by side."""
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda mode: invoke(lab.inventory, "rehearse", f"--mode={mode}", "--sites",
+                                                 ",".join(REHEARSED[mode]), "--json"), REHEARSED))
+    return {r["site"]: r for out in outs for r in json.loads(out.stdout)}
+
+
+def assert_refused_alike(rehearsals, site: str, real) -> None:
+    """The rehearsal refused as the real run did: the same exit status, the same one-line error."""
+    rehearsal = rehearsals[site]
+    assert not rehearsal["ok"] and rehearsal["code"] == real.returncode
+    assert f"error: {rehearsal['error']}" in real.stderr.splitlines()
+
+
+@pytest.fixture(scope="module")
+def simple_runs(lab, rehearsals):
+    """Each SIMPLE site's newest pre-migration dump (before) and its rollback, three at a time (after
+    the rehearsals)."""
     newest = {site: ssh(lab, site, "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1") for site in SIMPLE}
     with ThreadPoolExecutor(3) as pool:
         futures = {site: pool.submit(fab, lab, site, "rollback", f"--mode={mode}", "--yes")
@@ -51,11 +79,17 @@ def simple_runs(lab):
 
 
 @pytest.mark.parametrize("site", list(SIMPLE), ids=[f"{v}-{m}" for v, m in SIMPLE.values()])
-def test_rollback_variant(lab, simple_runs, site):
+def test_rollback_variant(lab, rehearsals, simple_runs, site):
     dump, out = simple_runs[site]
     variant, mode = SIMPLE[site]
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert_rolled_back(lab, site)
+    if site in rehearsals:  # it passed on a copy of this site's data, before the rollback
+        rehearsal = rehearsals[site]
+        assert rehearsal["ok"] and rehearsal["data"]["passed"], rehearsal["error"]
+        assert rehearsal["data"]["predicted_downtime"] > 0 and rehearsal["data"]["mode"] == mode
+        lost = {t["table"] for t in rehearsal["data"]["tables"] if t["lost"]}
+        assert "public.flow_records" in lost and lost <= MAY_LOSE[mode], lost
     # a safety dump, sealed with its sha256, before anything changed
     assert ssh(lab, site, "cd /root && sha256sum -c netmon_pre_rollback_*.dump.sha256 >/dev/null && echo ok") == "ok"
     # every step printed with its start, end and duration
@@ -84,11 +118,12 @@ def test_two_backups_restores_the_newest(lab, simple_runs):
     assert int(sql(lab, "lab11", "SELECT count(*) FROM flow_records")) >= rows_new
 
 
-def test_no_git_needs_a_person_first_then_clean_works(lab):
+def test_no_git_needs_a_person_first_then_clean_works(lab, rehearsals):
     before = snapshot(lab, "lab14")
     out = fab(lab, "lab14", "rollback", "--mode=clean", "--yes")
     assert out.returncode != 0 and "backend/app/main.py" in out.stderr and "by hand" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    assert_refused_alike(rehearsals, "lab14", out)
     assert snapshot(lab, "lab14") == before
     # the person: the two application files back to their pre-migration text
     for rel in ("backend/app/main.py", "backend/app/services/flow_rollup.py"):
@@ -101,7 +136,7 @@ def test_no_git_needs_a_person_first_then_clean_works(lab):
     assert "psycopg2" not in ssh(lab, "lab14", "cat /root/netmon/backend/requirements.txt")
 
 
-def test_corrupt_newest_backup_points_at_the_older_one(lab):
+def test_corrupt_newest_backup_points_at_the_older_one(lab, rehearsals):
     newest = ssh(lab, "lab15", "ls /root/netmon_pre_tsdb_*.dump | sort | tail -1")
     older = ssh(lab, "lab15", "ls /root/netmon_pre_tsdb_*.dump | sort | head -1")
     before = snapshot(lab, "lab15")
@@ -109,6 +144,7 @@ def test_corrupt_newest_backup_points_at_the_older_one(lab):
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
     assert newest in out.stderr and "truncated or damaged" in out.stderr and f"--dump={older}" in out.stderr
     assert snapshot(lab, "lab15") == before
+    assert_refused_alike(rehearsals, "lab15", out)
     out = fab(lab, "lab15", "rollback", "--mode=restore", f"--dump={older}", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert_rolled_back(lab, "lab15")
@@ -116,10 +152,11 @@ def test_corrupt_newest_backup_points_at_the_older_one(lab):
     assert sql(lab, "lab15", f"SELECT count(*) FROM flow_records WHERE id <= {max_id}") == str(rows)  # noqa: S608
 
 
-def test_no_backup_refuses_restore_then_clean_works(lab):
+def test_no_backup_refuses_restore_then_clean_works(lab, rehearsals):
     before = snapshot(lab, "lab16")
     out = fab(lab, "lab16", "rollback", "--mode=restore", "--yes")
     assert out.returncode != 0 and "no pre-migration backup" in out.stderr and "--mode=clean" in out.stderr
+    assert_refused_alike(rehearsals, "lab16", out)
     assert snapshot(lab, "lab16") == before
     out = fab(lab, "lab16", "rollback", "--mode=clean", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
@@ -127,7 +164,8 @@ def test_no_backup_refuses_restore_then_clean_works(lab):
 
 
 @pytest.mark.parametrize("mode", ["clean", "restore"])
-def test_already_rolled_back_changes_nothing(lab, mode):
+def test_already_rolled_back_changes_nothing(lab, rehearsals, mode):
+    assert rehearsals["lab17"]["code"] == 2 and "already rolled back" in rehearsals["lab17"]["error"]  # nothing to rehearse
     before = snapshot(lab, "lab17")
     out = fab(lab, "lab17", "rollback", f"--mode={mode}", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
