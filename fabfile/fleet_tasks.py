@@ -208,17 +208,19 @@ def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", y
 
 
 @task(help={**FLEET_HELP, "mode": "the rollback to rehearse on each site: convert, clean or restore",
-            "report": "where to write the batch's HTML report (default: beside the audit logs)"})
+            "report": "where to write the batch's HTML report (default: beside the audit logs)",
+            "measure-restart": rehearsal.MEASURE_RESTART_HELP})
 @as_exit
 def rehearse(c, mode="", sites="", group="", inventory="", json=False, parallel=DEFAULT_PARALLEL, max_failures=0,
-             ssh_config="", connect_timeout=10, log_dir="", report=""):
+             ssh_config="", connect_timeout=10, log_dir="", report="", measure_restart=False):
     """Rehearse the rollback on a throwaway copy of every selected site's data: one row a site, by predicted downtime."""
     if not mode:
         raise InputError("no mode given — use --mode=convert, --mode=clean or --mode=restore")
     chosen = _select(c, inventory, sites, group, log_dir, "rehearse")
     opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
     results = run_fleet(chosen, "rehearse", _per_site(
-        c, lambda cx, site, out: rehearsal.rehearse_site(cx, site, mode, out, as_json=True)), opts)
+        c, lambda cx, site, out: rehearsal.rehearse_site(cx, site, mode, out, as_json=True,
+                                                        measure_restart=measure_restart)), opts)
     _finish(results, json, [rehearsal.fleet_table(results)], report_task="rehearse", report=report)
 
 

@@ -26,6 +26,7 @@ from dataclasses import replace
 from fabric import task
 
 from . import commands as cmds
+from . import stack
 from .commands import Command, Expect, q
 from .database import count_sql, drop_extension_commands
 from .dumps import portable_disk_need, utc_stamp
@@ -56,9 +57,14 @@ LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start
 #: verify's checks that read the database alone (the others ask the live stack)
 DB_CHECKS = ("timescaledb extension in", "no timescaledb in any database", "flow_records exists", "is a plain table",
              "shared_preload_libraries without timescaledb", "db runs the plain image", "tables in public")
-#: what the predicted downtime holds
-DOWNTIME_WHAT = ("the database steps inside the window, measured on the copy; the real run adds the backend's stop "
-                 "and the app's start (not rehearsed: they act on the live stack)")
+#: what the predicted downtime holds, without and with --measure-restart
+DOWNTIME_WHAT = {False: "the database steps inside the window, measured on the copy; the real run adds the backend's "
+                        "stop and start (not rehearsed: they act on the live stack; --measure-restart measures them)",
+                 True: "the database steps inside the window, measured on the copy, and the live backend's stop and "
+                       "start, measured once (--measure-restart)"}
+#: left in the scratch directory while the live backend is restarted: a rehearsal killed meanwhile
+#: is followed by one that starts the backend again
+RESTARTING = "restarting-backend"
 TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
               "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")
 
@@ -119,9 +125,31 @@ def live_command(state) -> list[str]:
 
 
 def cleanup_commands(site: SiteSettings) -> list[Command]:
-    """Remove the throwaway container, its volume and the scratch directory; none there is no error."""
-    return [*remove_commands(CONTAINER, VOLUME),
+    """Remove the throwaway container, its volume and the scratch directory; none there is no error.
+    A live backend an interrupted restart measurement left stopped is started again first."""
+    marker = q(f"{scratch_dir(site)}/{RESTARTING}")
+    return [Command(f"if [ -f {marker} ]; then {start_backend(site).cmd} && rm -f {marker}; fi",
+                    what="start the live backend again if a restart measurement was interrupted",
+                    timeout=site.command_timeout),
+            *remove_commands(CONTAINER, VOLUME),
             Command(f"rm -rf {q(scratch_dir(site))}", what=f"remove {scratch_dir(site)}")]
+
+
+def start_backend(site: SiteSettings, recreate: bool = False) -> Command:
+    args = ["up", "-d", "--no-deps", *(["--force-recreate"] if recreate else []), "--pull", "never", "--no-build", "backend"]
+    return Command(cmds.compose(site, *args), what=("recreate and start" if recreate else "start") + " the live backend",
+                   timeout=site.command_timeout)
+
+
+def restart_step(site: SiteSettings) -> Step:
+    """The app's part of the downtime, measured on the live stack (only when asked: the site is down
+    meanwhile): the real run's stop of the writers, then the backend recreated and waited for."""
+    marker = q(f"{scratch_dir(site)}/{RESTARTING}")
+    return Step("measure-restart", "stop and start the live backend once, to measure the app's part of the downtime "
+                "(the site is down meanwhile)",
+                [Command(f"touch {marker}", what="note the restart (a rerun starts the backend if this one is killed)"),
+                 *stack.stop_writers(site), start_backend(site, recreate=True), stack.wait_health(site),
+                 Command(f"rm -f {marker}", what="the backend serves again")], downtime=True)
 
 
 def wait_ready(site: SiteSettings) -> Command:
@@ -192,10 +220,11 @@ def disk_probe(site: SiteSettings) -> Command:
 
 # --- the plan -------------------------------------------------------------------------------
 
-def rehearsal_plan(site: SiteSettings, pf, plan: Plan) -> tuple[Plan, list[str]]:
+def rehearsal_plan(site: SiteSettings, pf, plan: Plan, measure_restart: bool = False) -> tuple[Plan, list[str]]:
     """The rollback's plan as the rehearsal runs it: the pull first (nothing made before it, as in
-    the real run), the copy, the database steps as built, start-db on the throwaway. Returns the
-    plan and the titles of the steps left out (they act on the live stack or its files)."""
+    the real run), the copy, the database steps as built, start-db on the throwaway, and with
+    ``measure_restart`` the live backend's stop and start. Returns the plan and the titles of the
+    steps left out (they act on the live stack or its files)."""
     state = pf.state
     image = image_of(site, state)
     skipped = [s.title for s in plan.steps if s.key in LIVE_STEPS]
@@ -210,6 +239,8 @@ def rehearsal_plan(site: SiteSettings, pf, plan: Plan) -> tuple[Plan, list[str]]
             continue
         steps.append(Step("start-db", f"{step.title} (the throwaway)", plain_start_commands(site), downtime=True)
                      if step.key == "start-db" else step)
+    if measure_restart:
+        steps.append(restart_step(site))
     return Plan(site=plan.site, mode=plan.mode, ts=plan.ts, steps=steps, task="rehearse"), skipped
 
 
@@ -255,7 +286,7 @@ def db_checks(runner, site: SiteSettings, tsite: SiteSettings, state, mode: str)
 
 # --- the procedure --------------------------------------------------------------------------
 
-def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
+def rehearse(runner, site: SiteSettings, mode: str, ts: str, measure_restart: bool = False) -> dict:
     """Run the rehearsal; the report as data. Raises a :class:`RollbackError` only for a refusal
     before anything started; a failing step is reported (``passed`` False, the step, its error)."""
     opts = RollbackOptions(mode=mode, yes=True)
@@ -269,10 +300,10 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
         raise PreflightError(f"the database's image {image or '?'} is not on {runner.site}: the throwaway copy needs it "
                              "— nothing was started")
     tsite = throwaway_site(site)
-    plan, skipped = rehearsal_plan(site, pf, build_plan(tsite, pf, opts, ts, where=runner.site))
+    plan, skipped = rehearsal_plan(site, pf, build_plan(tsite, pf, opts, ts, where=runner.site), measure_restart)
     report = {"site": runner.site, "mode": mode, "passed": False, "failed_step": "", "error": "", "timeline": [],
               "not_rehearsed": skipped, "tables": [], "checks": [], "disk_needed": need, "peak_disk": 0,
-              "predicted_downtime": None}
+              "predicted_downtime": None, "restart_measured": False}
     runner.step = "cleanup"
     for command in cleanup_commands(site):
         runner.must(command)
@@ -306,6 +337,7 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str) -> dict:
         except ConnectError:
             pass  # the link is gone: the next rehearsal removes what this one left
     report["predicted_downtime"] = round(sum(s["seconds"] for s in report["timeline"] if s["downtime"]), 3)
+    report["restart_measured"] = any(s["key"] == "measure-restart" and s["ok"] for s in report["timeline"])
     return report
 
 
@@ -324,19 +356,25 @@ def render(report: dict) -> str:
     if report["not_rehearsed"]:
         lines.append("not rehearsed (they act on the live stack or its files): " + "; ".join(report["not_rehearsed"]))
     lines.append(f"peak disk: {human_size(report['peak_disk'])} (checked before: about {human_size(report['disk_needed'])})")
-    lines.append(f"predicted downtime: {report['predicted_downtime']:.1f}s, {DOWNTIME_WHAT}")
+    lines.append(f"predicted downtime: {downtime_text(report)}, {DOWNTIME_WHAT[bool(report.get('restart_measured'))]}")
     return "\n".join(lines)
+
+
+def downtime_text(report: dict) -> str:
+    """The figure; a lower bound (≥) when the backend's stop and start were not measured."""
+    return ("" if report.get("restart_measured") else "≥") + f"{report['predicted_downtime']:.1f}s"
 
 
 def verdict(report: dict) -> str:
     total = sum(s["seconds"] for s in report["timeline"])
     if report["passed"]:
         return (f"rehearsal of --mode={report['mode']} passed on a copy of {report['site']}'s data: "
-                f"{total:.1f}s of steps, predicted downtime {report['predicted_downtime']:.1f}s")
+                f"{total:.1f}s of steps, predicted downtime {downtime_text(report)}")
     return f"rehearsal of --mode={report['mode']} failed at step '{report['failed_step']}': {report['error']}"
 
 
-def rehearse_site(c, site: SiteSettings, mode: str, printer: Printer | None = None, as_json: bool = False) -> HostResult:
+def rehearse_site(c, site: SiteSettings, mode: str, printer: Printer | None = None, as_json: bool = False,
+                  measure_restart: bool = False) -> HostResult:
     """The per-host procedure of ``fab rehearse`` (and the fleet's): a HostResult whose data is the report."""
     def body() -> HostResult:
         if mode not in MODES:
@@ -344,7 +382,7 @@ def rehearse_site(c, site: SiteSettings, mode: str, printer: Printer | None = No
         runner = session(c, site, "rehearse", printer)
         runner.printer.progress(f"rehearsal of --mode={mode} on {runner.site}: preflight (read-only)")
         with ServerLock(runner.c, runner.site, site.backup_dir, "rehearse"):
-            report = rehearse(runner, site, mode, utc_stamp())
+            report = rehearse(runner, site, mode, utc_stamp(), measure_restart)
         if not as_json:
             runner.printer.block(render(report))
         line = verdict(report)
@@ -369,23 +407,28 @@ def fleet_table(results: list[HostResult]) -> str:
         down = d.get("predicted_downtime")
         error = re.sub(r"^step '[^']*' on \S+: ", "", d.get("error") or r.error)
         failure = f"{d['failed_step']}: {error}" if d.get("failed_step") else error
-        out.append([r.site, "pass" if r.ok else "FAIL", "-" if down is None or not r.ok else f"{down:.1f}s",
+        out.append([r.site, "pass" if r.ok else "FAIL", "-" if down is None or not r.ok else downtime_text(d),
                     f"{sum(s['seconds'] for s in d.get('timeline', [])):.1f}s" if d.get("timeline") else "-",
                     lost if d.get("tables") else "-", human_size(d["peak_disk"]) if d.get("peak_disk") else "-",
                     "-" if r.ok else failure[:FAILURE_WIDTH] + ("…" if len(failure) > FAILURE_WIDTH else "")])
     return (table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
-            + f"\npredicted downtime: {DOWNTIME_WHAT}")
+            + f"\npredicted downtime: {DOWNTIME_WHAT[bool(results) and all(r.data.get('restart_measured') for r in results)]}")
+
+
+MEASURE_RESTART_HELP = ("also stop and start the live backend once, to measure the app's part of the downtime "
+                        "(the site is down for that long; without it the live stack is not touched)")
 
 
 @task(name="rehearse", auto_shortflags=False, help={"mode": "the rollback to rehearse: convert, clean or restore",
-                                   "json": "print the report as JSON", "inventory": INVENTORY_HELP})
+                                   "json": "print the report as JSON", "inventory": INVENTORY_HELP,
+                                   "measure-restart": MEASURE_RESTART_HELP})
 @as_exit
-def rehearse_task(c, mode=None, json=False, inventory=None):
+def rehearse_task(c, mode=None, json=False, inventory=None, measure_restart=False):
     """Run the rollback's database steps on a throwaway copy of the site's data; the live site is not touched."""
     if not mode:
         raise InputError("no mode given — use --mode=convert, --mode=clean or --mode=restore")
     c, site = _site(c, inventory, "rehearse")
-    result = rehearse_site(c, site, mode, Printer(site.name, quiet=json), as_json=json)
+    result = rehearse_site(c, site, mode, Printer(site.name, quiet=json), as_json=json, measure_restart=measure_restart)
     if json:
         print(dumps_json(result.data or {"site": site.name, "error": result.error}))
     _finish(result)

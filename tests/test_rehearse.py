@@ -6,6 +6,7 @@ import shlex
 import pytest
 
 from fabfile import rehearse as rh
+from fabfile import stack
 from fabfile.dumps import DumpInfo
 from fabfile.errors import PreflightError
 from fabfile.facts.dumps import Readback
@@ -19,12 +20,13 @@ from tests.test_plan import SITE, TS, migrated
 MiB = 2**20
 
 
-def plans(mode: str, **state):
+def plans(mode: str, measure_restart: bool = False, **state):
     """(the real run's plan, the rehearsal's plan, the titles it leaves out) for one recorded state."""
     dump = DumpInfo("/root/netmon_pre_tsdb_20250101_000000.dump", readback=Readback(counts={"public.flow_records": 1}))
     pf = Preflight(migrated(**state), revision="aaa", dump=dump if mode == "restore" else None)
     real = build_plan(SITE, pf, RollbackOptions(mode=mode), TS)
-    rehearsal, skipped = rh.rehearsal_plan(SITE, pf, build_plan(rh.throwaway_site(SITE), pf, RollbackOptions(mode=mode), TS))
+    rehearsal, skipped = rh.rehearsal_plan(SITE, pf, build_plan(rh.throwaway_site(SITE), pf, RollbackOptions(mode=mode), TS),
+                                           measure_restart)
     return real, rehearsal, skipped
 
 
@@ -76,6 +78,32 @@ def test_no_rehearsed_step_acts_on_the_live_stack():
                 assert "docker compose" not in c.cmd, (mode, step.key, c.cmd)
                 if "netmon-db" in shlex.split(c.cmd.replace(":", " ")):  # reads of the live container only
                     assert c.cmd.startswith(("docker exec netmon-db pg_dump ", "docker cp netmon-db:")), c.cmd
+
+
+def test_measure_restart_adds_the_live_backends_stop_and_start_last_and_only_when_asked():
+    _, rehearsal, _ = plans("convert", measure_restart=True)
+    step = rehearsal.steps[-1]
+    assert step.key == "measure-restart" and step.downtime and rehearsal.steps[-2].key == "start-db"
+    cmds = [c.cmd for c in step.commands]
+    marker = f"{rh.scratch_dir(SITE)}/{rh.RESTARTING}"
+    assert cmds[0] == f"touch {marker}" and cmds[-1] == f"rm -f {marker}"
+    assert cmds[1:3] == [c.cmd for c in stack.stop_writers(SITE)]  # the real run's own stop of the writers
+    assert cmds[1].endswith("docker compose stop backend") and "docker exec netmon-db " in cmds[2]
+    assert cmds[3].endswith("up -d --no-deps --force-recreate --pull never --no-build backend")
+    assert "/api/health" in cmds[4]
+    assert all(s.key != "measure-restart" for s in plans("convert")[1].steps)
+
+
+def test_cleanup_starts_a_backend_an_interrupted_restart_left_stopped_then_removes_everything():
+    first, *rest = rh.cleanup_commands(SITE)
+    marker = f"{rh.scratch_dir(SITE)}/{rh.RESTARTING}"
+    assert first.cmd.startswith(f"if [ -f {marker} ]; then ") and "up -d --no-deps --pull never --no-build backend" in first.cmd
+    assert "--force-recreate" not in first.cmd and rest[-1].cmd == f"rm -rf {rh.scratch_dir(SITE)}"
+
+
+def test_the_predicted_downtime_is_a_lower_bound_until_the_restart_is_measured():
+    assert rh.downtime_text({"predicted_downtime": 1.23}) == "≥1.2s"
+    assert rh.downtime_text({"predicted_downtime": 4.56, "restart_measured": True}) == "4.6s"
 
 
 def test_safety_dump_goes_to_the_scratch_directory():
