@@ -152,5 +152,37 @@ def seal_dump(tmp_path: str, final_path: str) -> str:
     )
 
 
-def curl_status(url: str) -> str:
-    return f"curl -s -o /dev/null -m 10 -w '%{{http_code}}' {q(url)}"
+def curl_status(url: str, seconds: int = 10) -> str:
+    return f"curl -s -o /dev/null -m {int(seconds)} -w '%{{http_code}}' {q(url)}"
+
+
+def wait_until(test: str, seconds: int, failure: str, then: str = "") -> str:
+    """One remote command that retries the shell condition ``test`` on the server every 0.1 s, giving
+    up after ``seconds`` s (to the server clock's second; never sooner): a wait costs one round trip,
+    not one per attempt. Given up, it exits 1 with ``failure`` (shell words, already quoted; may name a
+    variable ``test`` set) on stderr; passed, it runs ``then``."""
+    script = (f"end=$(($(date +%s) + {int(seconds)})); until {test}; do "
+              f"if [ \"$(date +%s)\" -gt \"$end\" ]; then echo {failure} >&2; exit 1; fi; sleep 0.1; done"
+              + (f"; {then}" if then else ""))
+    return f"sh -c {q(script)}"
+
+
+def wait_http(url: str, code: str, seconds: int) -> str:
+    """Until ``url`` answers ``code`` (at most ``seconds`` s); prints the last answer."""
+    return wait_until(f'c=$({curl_status(url, 2)}) && [ "$c" = {q(code)} ]', seconds,
+                      q(f"{url} did not answer {code} within {seconds}s") + ' "(last answer: ${c:-none})"',
+                      then='echo "$c"')
+
+
+def wait_pg_isready(site: SiteSettings, seconds: int) -> str:
+    """Until pg_isready in the db container says it accepts connections (at most ``seconds`` s)."""
+    return wait_until(f"o=$({pg_isready(site)} 2>&1)", seconds,
+                      q(f"{site.db_container} did not accept connections within {seconds}s") + ' "(pg_isready: ${o:-nothing})"')
+
+
+def wait_running(containers: list[str], seconds: int) -> str:
+    """Until every one of ``containers`` is running (at most ``seconds`` s); a failure names those that are not."""
+    names = " ".join(q(n) for n in containers)
+    each = f"docker inspect --format '{{{{.Name}}}} {{{{.State.Status}}}}' {names} 2>&1"
+    return wait_until(f'o=$({each}) && ! printf "%s\\n" "$o" | grep -qv " running$"', seconds,
+                      q(f"not running after {seconds}s:") + ' "$(printf "%s\\n" "$o" | grep -v " running$" | tr "\\n" " ")"')

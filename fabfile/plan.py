@@ -9,8 +9,8 @@ Order of a rollback (DESIGN.md §2, downtime only where it must be):
 safety dump → [restore: side restore] → files reverted and images built/pulled → TimescaleDB taken
 out of template1/postgres and of the preload setting — all while the stack serves — then the
 downtime: writers stopped → [clean: drops | restore: swap] → db recreated on the plain image →
-the other services started → health; then, serving again, the old database dropped (only when a
-checked copy of it exists).
+the backend started → health; then, serving again, redis, frontend and nginx started (what changed
+recreated), the old database dropped (only when a checked copy of it exists).
 """
 
 from __future__ import annotations
@@ -422,10 +422,11 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
                                done=database.swap_done_probe(site, side, old)))
     plan.steps.append(Step("start-db", "recreate the database container on the plain image", stack.start_db(site),
                            downtime=True))
-    plan.steps.append(Step("start-app", "start the backend (and whatever else changed) and wait for its health",
-                           stack.start_app(site), downtime=True))
+    plan.steps.append(Step("start-app", "start the backend and wait for its health", stack.start_app(site),
+                           downtime=True))
 
     # serving again
+    plan.steps.append(start_rest_step(site))
     leftovers = state.side_dbs
     if leftovers:
         plan.steps.append(Step("drop-leftovers", "drop unfinished side databases of an earlier restore",
@@ -467,9 +468,17 @@ def finish_plan(site: SiteSettings, state: SiteState, failed: list[str], ts: str
     plan.findings.append("the database is rolled back, but verify fails: " + ", ".join(failed))
     if state.container(site.db_container).status != "running":
         plan.steps.append(Step("start-db", "start the database", stack.start_db(site), downtime=True))
-    plan.steps.append(Step("start-app", "build and start the rest of the stack and wait for the backend's health",
-                           stack.start_app(site, build=True), downtime=True))
+    redis = state.container(site.redis_container).status != "running"
+    plan.steps.append(Step("start-app", f"build and start the backend{' and redis' if redis else ''} and wait for its "
+                           "health", stack.start_app(site, build=True, redis=redis), downtime=True))
+    plan.steps.append(start_rest_step(site, build=True))
     return plan
+
+
+def start_rest_step(site: SiteSettings, build: bool = False) -> Step:
+    """After the downtime: the services the site does not need to answer (what changed is recreated)."""
+    return Step("start-rest", f"{'build and ' if build else ''}start {', '.join(stack.REST_SERVICES)} (the site serves)",
+                stack.start_rest(site, build=build))
 
 
 def reset_plan(site: SiteSettings, pf: Preflight, ts: str, where: str | None = None) -> Plan:
@@ -501,9 +510,10 @@ def reset_plan(site: SiteSettings, pf: Preflight, ts: str, where: str | None = N
     plan.steps.append(Step("remove-volume", f"remove the database volume {site.volume} (every row is lost)",
                            stack.remove_volume(site), downtime=True))
     plan.steps.append(Step("start-db", "start the database fresh on the plain image", stack.start_db(site), downtime=True))
-    plan.steps.append(Step("start-app", "start the rest of the stack and wait for the backend's health "
-                                        "(it recreates its tables and the default admin)", stack.start_app(site, build=True),
-                           downtime=True))
+    plan.steps.append(Step("start-app", "start redis and the backend and wait for the backend's health "
+                                        "(it recreates its tables and the default admin)",
+                           stack.start_app(site, build=True, redis=True), downtime=True))
+    plan.steps.append(start_rest_step(site, build=True))
     return plan
 
 

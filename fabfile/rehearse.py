@@ -53,7 +53,7 @@ FAILURE_WIDTH = 110
 CLUSTER_BYTES = 64 * 2**20
 CONF_FILES = ("postgresql.conf", "postgresql.auto.conf")
 #: steps of a rollback plan that act on the live stack or its files: never run by a rehearsal
-LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start-app")
+LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start-app", "start-rest")
 #: verify's checks that read the database alone (the others ask the live stack)
 DB_CHECKS = ("timescaledb extension in", "no timescaledb in any database", "flow_records exists", "is a plain table",
              "shared_preload_libraries without timescaledb", "db runs the plain image", "tables in public")

@@ -1,5 +1,6 @@
 """The stack: stop the writers, compose down, start the db on the plain image and wait for
-pg_isready, start the rest and wait for the backend's health. Polls with timeouts, no fixed sleeps."""
+pg_isready, start the backend and wait for its health, then the rest. Each wait is one remote
+command that retries on the server with a bound, no fixed sleeps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from . import commands as cmds
 from .commands import Command, Expect, literal
 from .inventory import SiteSettings
 
-APP_SERVICES = ("redis", "backend", "frontend", "nginx")
+#: what starts after the backend, once the site serves again
+REST_SERVICES = ("redis", "frontend", "nginx")
+#: how long a started service may take to show as running
+RUNNING_SECONDS = 30
+#: a server-side wait's command timeout beyond its own bound
+WAIT_MARGIN = 30
 
 
 def stop_writers(site: SiteSettings) -> list[Command]:
@@ -24,8 +30,10 @@ def down(site: SiteSettings) -> list[Command]:
 
 
 def wait_ready(site: SiteSettings) -> Command:
-    return Command(cmds.pg_isready(site), what=f"wait for pg_isready (up to {site.db_ready_timeout}s)",
-                   poll=site.db_ready_timeout, changes=True, timeout=30)
+    """pg_isready retried on the server (one remote command, bounded by ``db_ready_timeout``)."""
+    return Command(cmds.wait_pg_isready(site, site.db_ready_timeout),
+                   what=f"wait for pg_isready (up to {site.db_ready_timeout}s)", changes=True,
+                   timeout=site.db_ready_timeout + WAIT_MARGIN)
 
 
 def start_db(site: SiteSettings) -> list[Command]:
@@ -40,17 +48,30 @@ def health_url(site: SiteSettings) -> str:
 
 
 def wait_health(site: SiteSettings) -> Command:
-    return Command(cmds.curl_status(health_url(site)),
-                   what=f"wait for {health_url(site)} to answer 200 (up to {site.health_timeout}s)",
-                   poll=site.health_timeout, changes=True, timeout=30, check=Expect("http", "200"))
+    """/api/health retried on the server until it answers 200 (bounded by ``health_timeout``)."""
+    return Command(cmds.wait_http(health_url(site), "200", site.health_timeout),
+                   what=f"wait for {health_url(site)} to answer 200 (up to {site.health_timeout}s)", changes=True,
+                   timeout=site.health_timeout + WAIT_MARGIN, check=Expect("http", "200"))
 
 
-def start_app(site: SiteSettings, build: bool = False) -> list[Command]:
-    """Start the other services from images already there (built before the downtime); only the
-    ones whose definition changed are recreated. ``build`` builds first (a finishing run)."""
-    args = ["up", "-d", "--pull", "never", "--build" if build else "--no-build", *APP_SERVICES]
-    return [Command(cmds.compose(site, *args), what="start redis, backend, frontend, nginx", timeout=site.command_timeout),
+def start_app(site: SiteSettings, build: bool = False, redis: bool = False) -> list[Command]:
+    """The downtime's last step: the backend alone (``--no-deps``: the db was waited for already,
+    the other services are started after the site serves again), then its health. ``redis`` when
+    the plan stopped it (the backend needs it); ``build`` builds first (a finishing run)."""
+    services = ["redis", "backend"] if redis else ["backend"]
+    args = ["up", "-d", "--no-deps", "--pull", "never", "--build" if build else "--no-build", *services]
+    return [Command(cmds.compose(site, *args), what=f"start {', '.join(services)}", timeout=site.command_timeout),
             wait_health(site)]
+
+
+def start_rest(site: SiteSettings, build: bool = False) -> list[Command]:
+    """After the downtime: redis, frontend and nginx from the compose file as it now is (whatever
+    changed is recreated; the backend is left alone), and a check that every one runs."""
+    args = ["up", "-d", "--no-deps", "--pull", "never", "--build" if build else "--no-build", *REST_SERVICES]
+    names = [site.containers[s] for s in REST_SERVICES]
+    return [Command(cmds.compose(site, *args), what=f"start {', '.join(REST_SERVICES)}", timeout=site.command_timeout),
+            Command(cmds.wait_running(names, RUNNING_SECONDS), what=f"check {', '.join(names)} run", changes=True,
+                    timeout=RUNNING_SECONDS + WAIT_MARGIN)]
 
 
 def build(site: SiteSettings, services: list[str]) -> list[Command]:

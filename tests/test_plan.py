@@ -11,7 +11,7 @@ from fabfile.facts.docker import Container
 from fabfile.facts.dumps import Readback
 from fabfile.facts.host import Backup
 from fabfile.inventory import SiteSettings
-from fabfile.plan import Plan, Preflight, RollbackOptions, apply_plan, build_plan, reset_plan
+from fabfile.plan import Plan, Preflight, RollbackOptions, apply_plan, build_plan, finish_plan, reset_plan
 from fabfile.report import Printer
 from fabfile.runner import Outcome, Runner
 from fabfile.site_state import SiteState
@@ -52,7 +52,7 @@ def step(plan, key):
 def test_clean_plan_order_on_migrated_site():
     plan = build_plan(SITE, Preflight(migrated(), revision="aaa"), RollbackOptions(mode="clean"), TS)
     assert keys(plan) == ["capture", "safety-dump", "revert-files", "build", "stop-writers", "keep-written",
-                          "drop-flow-tables", "start-db", "start-app", "copy-at-stop", "drop-capture"]
+                          "drop-flow-tables", "start-db", "start-app", "start-rest", "copy-at-stop", "drop-capture"]
     # the site is down only from the writers' stop to the backend's health
     assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "keep-written", "drop-flow-tables", "start-db",
                                                          "start-app"]
@@ -120,7 +120,7 @@ def test_restore_plan_side_database_then_swap_then_drop_old():
     # as plain PostgreSQL once the site serves again: what it held when the writers stopped is kept
     assert keys(plan) == ["safety-dump", "restore-side", "convert-prepare", "convert-copy", "convert-check",
                           "revert-files", "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app",
-                          "copy-old", "drop-old"]
+                          "start-rest", "copy-old", "drop-old"]
     assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "convert-switch", "swap", "start-db", "start-app"]
     at_stop = f"/root/netmon_pre_rollback_{TS}_at_stop.dump"
     assert f"-Fc netmon_old_{TS}" in step(plan, "copy-old").commands[0].cmd and at_stop in step(plan, "drop-old").title
@@ -237,7 +237,7 @@ def test_options_validation():
 
 def test_reset_plan_dumps_stops_reverts_files_then_removes_the_volume():
     plan = reset_plan(SITE, Preflight(migrated(), revision="aaa", files_in_rev=["docker-compose.yml"]), TS)
-    assert keys(plan) == ["safety-dump", "stop-stack", "revert-files", "remove-volume", "start-db", "start-app"]
+    assert keys(plan) == ["safety-dump", "stop-stack", "revert-files", "remove-volume", "start-db", "start-app", "start-rest"]
     assert plan.safety_dump == f"/root/netmon_pre_rollback_{TS}.dump"
     # the rollback's own revert step: the files saved, then checked out at the pre-migration revision
     assert "git -C /root/netmon checkout aaa -- docker-compose.yml" in step(plan, "revert-files").commands[-1].cmd
@@ -248,9 +248,30 @@ def test_reset_plan_dumps_stops_reverts_files_then_removes_the_volume():
 def test_reset_plan_without_a_database_archives_the_volume_first():
     state = migrated(db_answers=False, db_image="postgres:16-alpine", db_command="", mentions=[])
     plan = reset_plan(SITE, Preflight(state, revision="aaa"), TS)
-    assert keys(plan) == ["stop-stack", "archive-volume", "remove-volume", "start-db", "start-app"]
+    assert keys(plan) == ["stop-stack", "archive-volume", "remove-volume", "start-db", "start-app", "start-rest"]
     assert plan.safety_dump == f"/root/netmon_volume_pre_reset_{TS}.tar.gz"
     assert "tar -czf" in step(plan, "archive-volume").commands[0].cmd
+
+
+def compose_services(step_) -> list[str]:
+    words = shlex.split(step_.commands[0].cmd)
+    return words[words.index("--no-deps") + 4:]
+
+
+def test_only_the_backend_starts_in_the_downtime_the_rest_after_it():
+    plan = build_plan(SITE, Preflight(migrated(), revision="aaa"), RollbackOptions(mode="clean"), TS)
+    assert compose_services(step(plan, "start-app")) == ["backend"] and step(plan, "start-app").downtime
+    assert compose_services(step(plan, "start-rest")) == ["redis", "frontend", "nginx"]
+    assert not step(plan, "start-rest").downtime and "--no-build" in step(plan, "start-rest").commands[0].cmd
+    # reset stopped the whole stack: redis comes up with the backend; both build first
+    reset = reset_plan(SITE, Preflight(migrated(), revision="aaa"), TS)
+    assert compose_services(step(reset, "start-app")) == ["redis", "backend"]
+    assert "--build" in shlex.split(step(reset, "start-rest").commands[0].cmd)
+    # a finishing run: redis with the backend only when it is not running
+    stopped = {**RUN, "netmon-redis": Container("netmon-redis", "exited")}
+    for containers, services in ((RUN, ["backend"]), (stopped, ["redis", "backend"])):
+        finish = finish_plan(SITE, migrated(containers=containers), ["backend /api/health"], TS, "s1")
+        assert keys(finish) == ["start-app", "start-rest"] and compose_services(step(finish, "start-app")) == services
 
 
 def test_unfinished_side_database_is_dropped_with_force():
@@ -267,7 +288,7 @@ def test_convert_plan_copies_online_and_switches_in_the_downtime():
                      hypertable_bytes=5_000_000, db_free_kb=100_000)
     plan = build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="convert"), TS)
     assert keys(plan) == ["safety-dump", "convert-prepare", "convert-copy", "convert-check", "revert-files", "build",
-                          "stop-writers", "convert-switch", "start-db", "start-app"]
+                          "stop-writers", "convert-switch", "start-db", "start-app", "start-rest"]
     assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "convert-switch", "start-db", "start-app"]
     assert plan.undo_steps == ["convert-prepare", "convert-copy", "convert-check"]
     assert "DROP SCHEMA netmon_rollback CASCADE" in plan.undo[0].cmd

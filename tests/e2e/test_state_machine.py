@@ -32,11 +32,12 @@ pytestmark = pytest.mark.lab
 OTHERS = pytest.mark.xdist_group("tests/e2e/test_state_machine.py:others")
 
 RESTORE_STEPS = ["safety-dump", "restore-side", "convert-prepare", "convert-copy", "convert-check", "revert-files",
-                 "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app", "copy-old", "drop-old"]
+                 "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app", "start-rest", "copy-old",
+                 "drop-old"]
 CLEAN_STEPS = ["capture", "safety-dump", "revert-files", "build", "stop-writers", "keep-written", "drop-flow-tables",
-               "start-db", "start-app", "copy-at-stop", "drop-capture"]
+               "start-db", "start-app", "start-rest", "copy-at-stop", "drop-capture"]
 CONVERT_STEPS = ["safety-dump", "convert-prepare", "convert-copy", "convert-check", "revert-files", "build",
-                 "stop-writers", "convert-switch", "start-db", "start-app"]
+                 "stop-writers", "convert-switch", "start-db", "start-app", "start-rest"]
 STEPS = {"restore": RESTORE_STEPS, "clean": CLEAN_STEPS, "convert": CONVERT_STEPS}
 CUTS = ["safety-dump", "swap", "start-app"]  # restore steps at which the SSH connection is cut instead
 #: sites: one per mode, killed at every step in turn; then one per cut
