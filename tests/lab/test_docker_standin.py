@@ -519,6 +519,9 @@ def test_compose_reports_an_unhealthy_dependency_and_a_failed_pull(fresh_site):
     assert up.stderr.splitlines()[-2:] == [" Container netmon-redis  Error",
                                            "dependency failed to start: container netmon-redis is unhealthy"]
     assert ps_json(site)["redis"]["Health"] == "unhealthy" and "nginx" not in ps_json(site)
+    alone = site.docker("compose", "up", "-d", "--no-deps", "nginx")  # compose waits only for what it starts
+    assert alone.returncode == 0 and "Waiting" not in alone.stderr, alone.stderr
+    assert ps_json(site)["nginx"]["State"] == "running"
     (site.dir / "root/netmon/other.yml").write_text("services:\n  app: {image: acme/thing:1}\n")
     pull = site.docker("compose", "-f", "other.yml", "up", "-d")
     assert pull.returncode == 18 and pull.stderr.splitlines()[0] == " app Pulling "

@@ -95,7 +95,7 @@ def compose_up(site, project, args):
             if old.startswith(".old-"):
                 shutil.rmtree(site.path("images", old))
         for name in order:
-            wait_dependencies(site, project, name)
+            wait_dependencies(site, project, name, among=order if opts.get("no_deps") else None)
             container = containers[name]
             if container.state["status"] in RUNNING:
                 progress("Container", container.name, "Running")
@@ -152,11 +152,13 @@ def converge(site, project, service, image, opts):
     return container
 
 
-def wait_dependencies(site, project, service):
-    """Honour depends_on conditions before SERVICE starts, as compose does."""
+def wait_dependencies(site, project, service, among=None):
+    """Honour depends_on conditions before SERVICE starts, as compose does; with ``among`` (up
+    --no-deps: the services named) only those: compose does not wait for a service --no-deps left
+    out (shouldWaitForDependency: "don't wait for disabled service")."""
     for dep, spec in project.services[service].get("depends_on", {}).items():
         container = site.find(project.services[dep]["container_name"])
-        if container is None or spec["condition"] == "service_started":
+        if container is None or spec["condition"] == "service_started" or (among is not None and dep not in among):
             continue
         progress("Container", container.name, "Waiting")
         try:
