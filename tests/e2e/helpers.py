@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+from fabfile import rehearse as rh
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = ROOT / ".venv/bin/fab"
@@ -225,3 +228,41 @@ class PlainServer:
 
     def close(self) -> None:
         ssh(self.lab, self.site, f"docker rm -f {self.name}", check=False)
+
+
+# --- what a rehearsal must leave as it was --------------------------------------------------
+
+# md5 of every row of every table in public; flow_records up to the id given (the backend keeps
+# inserting), flow_summary_5m left out (the rollup rewrites its current bucket)
+CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
+  'SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS h FROM public.%I t %s', ',', '', c.relname,
+  CASE WHEN c.relname = 'flow_records' THEN 'WHERE id <= MAX_ID' ELSE '' END), false, true, '')))[1]::text), ' '
+  ORDER BY c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'flow_summary_5m'"""
+#: the rehearsal's throwaway container, its volume, its scratch directory: how many are there
+LEFTOVERS = (f"docker ps -a --format '{{{{.Names}}}}' | grep -c {rh.CONTAINER}; docker volume ls -q | grep -c {rh.VOLUME}; "
+             "ls -d /root/netmon_rehearse 2>/dev/null | wc -l")
+
+
+def live(lab, site: str, max_id: int | None = None) -> dict:
+    """Everything a rehearsal must leave as it was on the live site (the run's lock file aside: the
+    lock every run takes, empty once the run ends)."""
+    max_id = max_id if max_id is not None else int(ssh(lab, site, f'{PSQL} -d netmon -c "SELECT max(id) FROM flow_records"'))
+    rows, root, images, volumes, containers = ssh(lab, site, " ; echo @@; ".join([
+        f"{PSQL} -d netmon", "ls -A /root | grep -v '^.netmon-rollback.lock$'",
+        "docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort", "docker volume ls -q | sort",
+        "docker ps -a --format '{{.Names}} {{.Image}} {{.Status}}' | sort"]),
+        stdin=CHECKSUMS.replace("MAX_ID", str(max_id)) + ";\n").split("@@")
+    return {**snapshot(lab, site), "max_id": max_id, "rows": rows.strip(), "root": root.strip(), "images": images.strip(),
+            "volumes": volumes.strip(), "all containers": containers.strip()}
+
+
+def unchanged(lab, site: str, before: dict) -> None:
+    after = live(lab, site, before["max_id"])
+    assert {k: v for k, v in after.items() if k != "all containers"} == \
+        {k: v for k, v in before.items() if k != "all containers"}
+    strip = re.compile(r" (Up|Exited) .*$")  # the status text counts the minutes
+    assert [strip.sub("", ln) for ln in after["all containers"].splitlines()] == \
+        [strip.sub("", ln) for ln in before["all containers"].splitlines()]
+    assert ssh(lab, site, LEFTOVERS).split() == ["0", "0", "0"]

@@ -13,52 +13,16 @@ import signal
 import pytest
 
 from fabfile import rehearse as rh
-from tests.e2e.helpers import fab, fab_start, http_code, invoke, snapshot, ssh, wait_for_new_flows, wait_until
+from tests.e2e.helpers import LEFTOVERS, fab, fab_start, http_code, invoke, live, ssh, unchanged, wait_for_new_flows, wait_until
 
 pytestmark = pytest.mark.lab
 
 VARIANTS = ["migrated", "summary-cagg", "plain-image-missing", "fresh-volume"]
 SITES = {f"lab{i}": v for i, v in enumerate(VARIANTS, 1)}
 MISSING = "lab3"
-PSQL = "docker exec netmon-db psql -U netmon -d netmon -X -tA -v ON_ERROR_STOP=1"
-# md5 of every row of every table in public; flow_records up to the id given (the backend keeps
-# inserting), flow_summary_5m left out (the rollup rewrites its current bucket)
-CHECKSUMS = r"""SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/h/text()', query_to_xml(format(
-  'SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS h FROM public.%I t %s', ',', '', c.relname,
-  CASE WHEN c.relname = 'flow_records' THEN 'WHERE id <= MAX_ID' ELSE '' END), false, true, '')))[1]::text), ' '
-  ORDER BY c.relname)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'flow_summary_5m'"""
-LEFTOVERS = (f"docker ps -a --format '{{{{.Names}}}}' | grep -c {rh.CONTAINER}; docker volume ls -q | grep -c {rh.VOLUME}; "
-             "ls -d /root/netmon_rehearse 2>/dev/null | wc -l")
-
-
 @pytest.fixture(scope="module")
 def lab(lab_factory):
     return lab_factory(sites=len(VARIANTS), variants=VARIANTS, flows=2000)  # the backend ingests all along
-
-
-def live(lab, site: str, max_id: int | None = None) -> dict:
-    """Everything a rehearsal must leave as it was on the live site (the run's lock file aside: the
-    lock every run takes, empty once the run ends)."""
-    max_id = max_id if max_id is not None else int(ssh(lab, site, f'{PSQL} -c "SELECT max(id) FROM flow_records"'))
-    rows, root, images, volumes, containers = ssh(lab, site, " ; echo @@; ".join([
-        PSQL, "ls -A /root | grep -v '^.netmon-rollback.lock$'",
-        "docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort", "docker volume ls -q | sort",
-        "docker ps -a --format '{{.Names}} {{.Image}} {{.Status}}' | sort"]),
-        stdin=CHECKSUMS.replace("MAX_ID", str(max_id)) + ";\n").split("@@")
-    return {**snapshot(lab, site), "max_id": max_id, "rows": rows.strip(), "root": root.strip(), "images": images.strip(),
-            "volumes": volumes.strip(), "all containers": containers.strip()}
-
-
-def unchanged(lab, site: str, before: dict) -> None:
-    after = live(lab, site, before["max_id"])
-    assert {k: v for k, v in after.items() if k != "all containers"} == \
-        {k: v for k, v in before.items() if k != "all containers"}
-    strip = re.compile(r" (Up|Exited) .*$")  # the status text counts the minutes
-    assert [strip.sub("", ln) for ln in after["all containers"].splitlines()] == \
-        [strip.sub("", ln) for ln in before["all containers"].splitlines()]
-    assert ssh(lab, site, LEFTOVERS).split() == ["0", "0", "0"]
 
 
 def test_a_fleet_rehearsal_passes_where_the_rollback_works_and_leaves_the_sites_as_they_were(lab):

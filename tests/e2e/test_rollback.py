@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import ROOT, assert_rolled_back, dump_flows, fab, invoke, snapshot, sql, ssh
+from tests.e2e.helpers import ROOT, assert_rolled_back, dump_flows, fab, invoke, live, snapshot, sql, ssh, unchanged
 
 pytestmark = pytest.mark.lab
 
@@ -53,10 +53,15 @@ def lab(lab_factory):
 
 @pytest.fixture(scope="module")
 def rehearsals(lab):
-    """site → its rehearsal's result (the fleet's --json), the two modes' commands side by side."""
-    with ThreadPoolExecutor(2) as pool:
+    """site → its rehearsal's result (the fleet's --json), the two modes' commands side by side; the
+    sites they ran on read back before and after, untouched (the crash-looping backend aside: its
+    restarts change what is read)."""
+    untouched = ["lab2", "lab6", "lab9", "lab11"]
+    with ThreadPoolExecutor(4) as pool:
+        before = dict(zip(untouched, pool.map(lambda site: live(lab, site), untouched), strict=True))
         outs = list(pool.map(lambda mode: invoke(lab.inventory, "rehearse", f"--mode={mode}", "--sites",
                                                  ",".join(REHEARSED[mode]), "--json"), REHEARSED))
+        list(pool.map(lambda site: unchanged(lab, site, before[site]), untouched))
     return {r["site"]: r for out in outs for r in json.loads(out.stdout)}
 
 
