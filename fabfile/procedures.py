@@ -19,6 +19,7 @@ from .commands import Command, q
 from .connection import harden, open_checked
 from .dumps import DumpInfo
 from .errors import CommandFailed, ConnectError, InputError, PreflightError, Refused, RollbackError, VerifyFailed
+from .html_report import downtime_windows
 from .inventory import SiteSettings, admin_password
 from .journal import append_command, new_run_id, now_iso, unfinished
 from .lock import ServerLock
@@ -344,6 +345,10 @@ def _rollback(runner: Runner, site: SiteSettings, opts: RollbackOptions, confirm
                  f"fab -H {runner.site} drop-database {db}")
     for copy in data["copies"]:
         out.line(f"Copy made: {copy['path']} ({human_size(copy['size'])}, sha256 {copy['sha256'][:16]}…, + .sha256)")
+    windows = downtime_windows(data["timeline"])
+    if windows:
+        down = (windows[-1][1] - windows[0][0]).total_seconds()
+        out.line(f"Site down: {down:.1f}s in this run (from stopping the writers to the backend's health)")
     out.progress(f"rollback of {runner.site} {'finished' if not failed else 'finished, but verify failed'}")
     return HostResult(runner.site, "rollback", not failed, checks=checks,
                       summary="rolled back" if not failed else "rolled back, verify failed",

@@ -400,7 +400,7 @@ def fleet_table(results: list[HostResult]) -> str:
     def key(r: HostResult):
         down = r.data.get("predicted_downtime")
         return (not r.ok, down if down is not None else float("inf"), r.site)
-    out = []
+    out, passed = [], [r for r in results if r.ok]
     for r in sorted(results, key=key):
         d = r.data
         lost = sum(t["lost"] or 0 for t in d.get("tables", []))
@@ -412,7 +412,7 @@ def fleet_table(results: list[HostResult]) -> str:
                     lost if d.get("tables") else "-", human_size(d["peak_disk"]) if d.get("peak_disk") else "-",
                     "-" if r.ok else failure[:FAILURE_WIDTH] + ("…" if len(failure) > FAILURE_WIDTH else "")])
     return (table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
-            + f"\npredicted downtime: {DOWNTIME_WHAT[bool(results) and all(r.data.get('restart_measured') for r in results)]}")
+            + f"\npredicted downtime: {DOWNTIME_WHAT[bool(passed) and all(r.data.get('restart_measured') for r in passed)]}")
 
 
 MEASURE_RESTART_HELP = ("also stop and start the live backend once, to measure the app's part of the downtime "

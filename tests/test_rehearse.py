@@ -163,6 +163,10 @@ def test_fleet_table_is_sorted_by_predicted_downtime_failures_last():
     assert lines[-1].split()[2] == "-"  # a failed site predicts nothing
     assert lines[-1].endswith("pull-image: no registry")
     assert note.startswith("predicted downtime: the database steps") and "not rehearsed" in note
+    measured = [result("a", True, 3.0), result("b", False, 0.5)]
+    measured[0].data["restart_measured"] = True  # a site that failed measured nothing: the note is the passing sites'
+    note = rh.fleet_table(measured).splitlines()[-1]
+    assert "measured once (--measure-restart)" in note and "not rehearsed" not in note
 
 
 def test_a_missing_database_image_is_refused_before_anything_starts():

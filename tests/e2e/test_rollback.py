@@ -99,6 +99,7 @@ def test_rollback_variant(lab, rehearsals, simple_runs, site):
     assert ssh(lab, site, "cd /root && sha256sum -c netmon_pre_rollback_*.dump.sha256 >/dev/null && echo ok") == "ok"
     # every step printed with its start, end and duration
     assert "[1/" in out.stdout and "done: safety dump" in out.stdout and "s)" in out.stdout
+    assert re.search(r"^Site down: \d+\.\ds in this run ", out.stdout, re.M)  # the window, said once at the end
     if mode == "restore":
         rows, max_id = dump_flows(lab, site, dump)
         assert f"dump: {dump} (newest" in out.stdout
