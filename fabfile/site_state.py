@@ -63,6 +63,7 @@ class SiteState:
     git_history: list[tuple[str, str]] = field(default_factory=list)  # (rev, plain|tsdb), newest first
     mentions: list[str] = field(default_factory=list)  # app files still mentioning TimescaleDB
     qa_check: bool = False
+    qa_failed: str | None = None  # status: how scripts/qa_check.sh failed (None: it passed, or did not run)
     now: float = 0.0
     backend_log: str = ""
     db_name: str = "netmon"
@@ -297,7 +298,7 @@ def probe_site(runner, site: SiteSettings, deep: bool = False, extra: Extra | No
     state = SiteState(db_name=site.db_name)
     extra = Extra(list(extra.host), list(extra.db), extra.stdin, extra.stdin_note) if extra else Extra()
     if deep:
-        extra.host.append(backend_log_part(site, 200))
+        extra.host += [backend_log_part(site, 200), host.qa_part(site)]
         extra.db.append(age_part(site))
     out = runner.run(host_probe(site, extra))
     if not out.ok:
@@ -307,6 +308,8 @@ def probe_site(runner, site: SiteSettings, deep: bool = False, extra: Extra | No
     apply_host_lines(state, out.stdout)
     if deep:
         state.backend_log = "\n".join(host_part(out.stdout, "log")[1])
+        if state.qa_check:
+            state.qa_failed = _known(state, "qa", host.parse_qa(*host_part(out.stdout, "qa")))
     if not state.docker or not state.app_dir:
         return state
     db = state.container(site.db_container)

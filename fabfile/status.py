@@ -1,11 +1,10 @@
-"""The status picture of one server and its verdict (pure, from a probed SiteState, plus the
-optional qa_check.sh run)."""
+"""The status picture of one server and its verdict (pure, from a probed SiteState: the probe
+also ran the optional scripts/qa_check.sh)."""
 
 from __future__ import annotations
 
 import re
 
-from .commands import Command, q
 from .facts.compose import is_timescale_image
 from .facts.postgres import FLOW_TABLES, has_timescaledb
 from .inventory import SiteSettings
@@ -61,15 +60,7 @@ def verdict_of(state: SiteState, found: list[str]) -> str:
 
 
 def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, str, list[str], dict]:
-    qa_failed = None
-    if state.qa_check:
-        out = runner.run(Command(f"cd {q(site.app_dir)} && timeout 120 ./scripts/qa_check.sh", what="qa_check.sh",
-                                 changes=False, ok_codes=tuple(range(256))))
-        if not out.ok:
-            lines = (out.stdout + out.stderr).strip().splitlines()
-            critical = [ln for ln in lines if re.search(r"critical|fail|error", ln, re.I)] or lines
-            qa_failed = f"exit {out.exited}" + (f": {critical[0][:80]}" if critical else "")
-    found = signals(site, state, qa_failed)
+    found = signals(site, state, state.qa_failed)
     verdict = verdict_of(state, found)
     parts = [f"== {runner.site}"]
     crow = [[n, state.container(n).status, state.container(n).health or "-", state.container(n).image or "-"]

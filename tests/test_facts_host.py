@@ -5,7 +5,7 @@ import os
 import subprocess
 
 from fabfile.facts import host
-from fabfile.facts.parts import keyed
+from fabfile.facts.parts import Unknown, host_part, keyed
 from fabfile.inventory import SiteSettings
 from tests.fakes import recorded
 
@@ -56,6 +56,29 @@ def test_app_files_and_presence_in_a_real_shell(tmp_path):
     assert host.parse_presence(kv)[1] is True
     assert host.parse_app_files(kv) == (["docker-compose.yml", "backend/app/main.py"], ["backend/app/main.py"], False)
     assert host.parse_presence(run(host.presence_script(SiteSettings(app_dir=str(tmp_path / "gone")))))[1] is False
+
+
+def test_qa_check_run_in_a_real_shell_and_its_recorded_output_on_lab_sites(tmp_path):
+    app = tmp_path / "net mon"  # a space: the part quotes the directory
+    site = SiteSettings(app_dir=str(app))
+
+    def qa() -> str | None:
+        out = subprocess.run(["sh", "-c", host.qa_part(site)], capture_output=True, text=True, timeout=30).stdout
+        return host.parse_qa(*host_part(out, "qa"))
+    app.mkdir()
+    assert qa() is None  # no script: nothing to run, nothing failed
+    script = app / "scripts/qa_check.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho 'OK: db'\necho 'CRITICAL: backend down' >&2\nexit 2\n")
+    script.chmod(0o755)
+    assert qa() == "exit 2: CRITICAL: backend down"
+    assert host.parse_qa(None, []) == Unknown("scripts/qa_check.sh did not finish")
+    assert host.parse_qa(124, ["OK: db"]) == "exit 124: OK: db (timed out)"
+    passed = recorded("host_probe_status_migrated.txt")
+    assert host.parse_qa(*host_part(passed, "qa")) is None
+    looping = recorded("host_probe_status_crashloop.txt")  # the backend restart-loops: the app's own check says so
+    assert host.parse_qa(*host_part(looping, "qa")) == \
+        "exit 1: CRITICAL: backend health check failed (http://localhost:8000/api/health)"
 
 
 def test_lock_free_then_held_and_the_journal_in_a_real_shell(tmp_path):

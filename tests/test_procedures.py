@@ -15,8 +15,9 @@ DUMP_ANSWERS = [
     (r"^sha256sum", "ab" * 32 + "  /root/x.dump\n", 0),
     (r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0),
 ]
-DEEP = [(r"'age'", "age|12\n", 0), (r"compose logs --tail=200 backend", "netmon-backend  | ok\n", 0),
-        (r"qa_check.sh", "all good\n", 0)]
+DEEP = [(r"'age'", "age|12\n", 0), (r"compose logs --tail=200 backend", "netmon-backend  | ok\n", 0)]
+#: scripts/qa_check.sh's part of the status host probe, as recorded on a migrated lab site
+QA_PASSED = "x.qa=OK: backend health\nx.qa.rc=0\n"
 
 
 def host(drop: tuple[str, ...] = (), add: str = "") -> tuple:
@@ -60,7 +61,9 @@ def test_a_plan_that_changed_since_it_was_shown_is_not_run(tmp_path, monkeypatch
 
 def test_status_verdict_for_migrated_site(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
-    result = status_site(FakeContext(probe_answers() + DEEP), SiteSettings(name="s1"), Printer("s1", quiet=True))
+    c = FakeContext([host(add=QA_PASSED), *probe_answers(), *DEEP])
+    result = status_site(c, SiteSettings(name="s1"), Printer("s1", quiet=True))
+    assert len(c.commands) == 2  # the qa check rode on the host probe: no command of its own
     assert result.ok and result.summary.startswith("TimescaleDB active")
     assert result.data["pre_migration_commit"] == "21aa2a8a8904da0a6ddfd930623a132043a4b078"
     assert result.data["lock"] is None and result.data["unknown"] == {}
@@ -69,7 +72,7 @@ def test_status_verdict_for_migrated_site(tmp_path, monkeypatch):
 def test_status_names_an_unknown_fact_and_the_lock_holder(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
     holder = '{"operator": "ana", "laptop": "lt1", "pid": 42, "task": "rollback", "since": "2026-12-01 09:00:00 UTC"}'
-    c = FakeContext([host(("lock=",), f"lock=held {holder}\n"),
+    c = FakeContext([host(("lock=",), f"lock=held {holder}\n" + QA_PASSED),
                      (r"^docker exec netmon-db sh -c .*@@ready", recorded("db_probe_postgres_refuses.txt"), 0), *DEEP])
     printer = Printer("s1", quiet=True)
     result = status_site(c, SiteSettings(name="s1"), printer)

@@ -87,13 +87,14 @@ def test_a_docker_exec_that_fails_makes_every_database_fact_unknown():
 
 
 def test_status_facts_ride_on_the_two_probe_commands():
-    """deep (status): the backend log is a part of the host script, the newest flow's age a part of
-    the database script (recorded on a migrated lab site)."""
+    """deep (status): the backend log and scripts/qa_check.sh are parts of the host script, the
+    newest flow's age a part of the database script (recorded on a migrated lab site)."""
     c = FakeContext(probe_answers("host_probe_status_migrated.txt", "db_probe_status_migrated.txt"))
     state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"), deep=True)
     assert len(c.calls) == 2 and state.unknown == {}
     assert state.flow_age == 1 and not state.flow_query_error
-    assert len(state.backend_log.splitlines()) == 156 and "rollup" in state.backend_log
+    assert len(state.backend_log.splitlines()) == 11 and "rollup" in state.backend_log
+    assert state.qa_check and state.qa_failed is None  # scripts/qa_check.sh ran in the host script, and passed
     assert "--tail=200" in c.calls[0]["cmd"] and "\\gexec" in c.calls[1]["cmd"]
     failed = recorded("db_probe_status_migrated.txt").replace("age|1\n@@rc age 0",
                                                               'ERROR:  column "timestamp" does not exist\n@@rc age 1')

@@ -6,12 +6,13 @@ is its pure parser, fed :func:`~fabfile.facts.parts.keyed` output."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..commands import q
 from ..inventory import SiteSettings
 from ..lock import lock_path
-from .parts import last
+from .parts import Unknown, host_tagged, last
 
 #: the runbook's five files a TimescaleDB migration modifies
 APP_FILES = (
@@ -95,6 +96,28 @@ def app_files_script(site: SiteSettings) -> str:
 def parse_app_files(kv: dict[str, list[str]]) -> tuple[list[str], list[str], bool]:
     """→ (the five files present, files mentioning TimescaleDB, qa_check.sh present)."""
     return list(kv.get("file", [])), list(kv.get("mentions", [])), "qa" in kv
+
+
+#: how long status lets scripts/qa_check.sh run
+QA_SECONDS = 120
+
+
+def qa_part(site: SiteSettings) -> str:
+    """A host part (status): the application's scripts/qa_check.sh, where it is executable, bounded."""
+    app = q(site.app_dir)
+    run = f"cd {app} && timeout {QA_SECONDS} ./scripts/qa_check.sh"
+    return host_tagged("qa", f"[ ! -x {app}/scripts/qa_check.sh ] || {{ {run}; }}")
+
+
+def parse_qa(rc: int | None, lines: list[str]) -> str | None | Unknown:
+    """None when it passed (or there is none); its failure in one line (the first critical one);
+    Unknown when the part did not finish."""
+    if rc is None:
+        return Unknown("scripts/qa_check.sh did not finish")
+    if rc == 0:
+        return None
+    critical = [ln for ln in lines if re.search(r"critical|fail|error", ln, re.I)] or lines
+    return f"exit {rc}" + (f": {critical[0][:80]}" if critical else "") + (" (timed out)" if rc == 124 else "")
 
 
 def lock_script(site: SiteSettings) -> str:

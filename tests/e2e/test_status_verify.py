@@ -33,6 +33,9 @@ def test_status_of_a_crashlooping_backend(lab):
     data = json.loads(out.stdout)
     assert data["verdict"] == "TimescaleDB active with problems"
     assert any("backend in a restart loop" in s for s in data["signals"])
+    # the application's own scripts/qa_check.sh, run inside the host probe, fails too
+    assert "scripts/qa_check.sh fails: exit 1: CRITICAL: backend health check failed " \
+           "(http://localhost:8000/api/health)" in data["signals"]
     assert ssh(lab, "lab2", "docker inspect --format '{{.State.Status}}' netmon-backend") == "restarting"
     text = fab(lab, "lab2", "status").stdout
     assert "verdict: TimescaleDB active with problems — rollback advised: backend in a restart loop" in text
