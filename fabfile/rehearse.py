@@ -354,7 +354,9 @@ def render(report: dict) -> str:
         lines += ["", table([[c["name"], c["expected"], c["actual"], "PASS" if c["ok"] else "FAIL"]
                              for c in report["checks"]], ["check (on the throwaway)", "expected", "actual", "result"])]
     if report["not_rehearsed"]:
-        lines.append("not rehearsed (they act on the live stack or its files): " + "; ".join(report["not_rehearsed"]))
+        lines.append("not rehearsed (they act on the live stack or its files): " + "; ".join(report["not_rehearsed"])
+                     + ("; the backend's stop and start were measured instead (measure-restart)"
+                        if report.get("restart_measured") else ""))
     lines.append(f"peak disk: {human_size(report['peak_disk'])} (checked before: about {human_size(report['disk_needed'])})")
     lines.append(f"predicted downtime: {downtime_text(report)}, {DOWNTIME_WHAT[bool(report.get('restart_measured'))]}")
     return "\n".join(lines)

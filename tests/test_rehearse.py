@@ -179,3 +179,16 @@ def test_a_missing_database_image_is_refused_before_anything_starts():
     assert "nothing was started" in err.value.message
     assert not any(re.search(r"docker (run|rm|cp|volume rm)|mkdir|pg_dump", cmd) for cmd in c.commands)
     assert c.commands[-1].startswith("docker image inspect")
+
+
+def test_the_report_says_what_its_predicted_downtime_holds():
+    report = {"timeline": [{"key": "convert-switch", "seconds": 0.4, "downtime": True, "ok": True},
+                           {"key": "measure-restart", "seconds": 1.0, "downtime": True, "ok": True}],
+              "tables": [], "checks": [], "not_rehearsed": ["stop the writers"], "peak_disk": MiB, "disk_needed": 2 * MiB,
+              "predicted_downtime": 1.4, "restart_measured": True, "passed": True, "mode": "convert", "site": "s1"}
+    text = rh.render(report)
+    assert "predicted downtime: 1.4s, the database steps inside the window, measured on the copy, and the live " \
+           "backend's stop and start, measured once (--measure-restart)" in text
+    assert "stop the writers; the backend's stop and start were measured instead (measure-restart)" in text
+    text = rh.render({**report, "restart_measured": False, "predicted_downtime": 0.4})
+    assert "predicted downtime: ≥0.4s, " in text and "measured instead" not in text
