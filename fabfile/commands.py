@@ -156,13 +156,20 @@ def curl_status(url: str, seconds: int = 10) -> str:
     return f"curl -s -o /dev/null -m {int(seconds)} -w '%{{http_code}}' {q(url)}"
 
 
+#: a server-side wait's first tries, 0.1 s apart (a short wait ends within 0.1 s of its outcome);
+#: after them every 0.5 s (each try may be a docker exec: a long wait must not load the server)
+QUICK_TRIES = 20
+
+
 def wait_until(test: str, seconds: int, failure: str, then: str = "") -> str:
-    """One remote command that retries the shell condition ``test`` on the server every 0.1 s, giving
-    up after ``seconds`` s (to the server clock's second; never sooner): a wait costs one round trip,
-    not one per attempt. Given up, it exits 1 with ``failure`` (shell words, already quoted; may name a
-    variable ``test`` set) on stderr; passed, it runs ``then``."""
-    script = (f"end=$(($(date +%s) + {int(seconds)})); until {test}; do "
-              f"if [ \"$(date +%s)\" -gt \"$end\" ]; then echo {failure} >&2; exit 1; fi; sleep 0.1; done"
+    """One remote command that retries the shell condition ``test`` on the server (every 0.1 s for the
+    first :data:`QUICK_TRIES` tries, then every 0.5 s), giving up after ``seconds`` s (to the server
+    clock's second; never sooner): a wait costs one round trip, not one per attempt. Given up, it exits
+    1 with ``failure`` (shell words, already quoted; may name a variable ``test`` set) on stderr;
+    passed, it runs ``then``."""
+    script = (f"end=$(($(date +%s) + {int(seconds)})); n=0; until {test}; do "
+              f"if [ \"$(date +%s)\" -gt \"$end\" ]; then echo {failure} >&2; exit 1; fi; n=$((n + 1)); "
+              f"if [ \"$n\" -lt {QUICK_TRIES} ]; then sleep 0.1; else sleep 0.5; fi; done"
               + (f"; {then}" if then else ""))
     return f"sh -c {q(script)}"
 

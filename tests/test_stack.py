@@ -89,6 +89,14 @@ def test_the_health_wait_gives_up_at_its_bound_naming_what_did_not_answer(bin_di
     assert 2 <= calls(bin_dir) <= 25  # every 0.1 s for one to two seconds (never less than the bound)
 
 
+def test_a_long_wait_slows_down_after_its_quick_tries(bin_dir):
+    """Every 0.1 s at first, then every 0.5 s: 4 s of waiting is about 20 + 4 tries, not 40."""
+    (bin_dir / "curl_codes").write_text("503\n")
+    out = sh(cmds.wait_http("http://x:8000/api/health", "200", 4), bin_dir)
+    assert out.returncode == 1
+    assert 5 <= calls(bin_dir) <= cmds.QUICK_TRIES + 8, calls(bin_dir)  # at 0.1 s throughout: 40 or more
+
+
 def test_a_nasty_url_reaches_curl_as_one_word(bin_dir):
     (bin_dir / "curl_codes").write_text("200\n")
     (bin_dir / "curl").write_text('#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done > "$(dirname "$0")/args"; printf 200\n')

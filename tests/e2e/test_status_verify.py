@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tests.e2e.helpers import fab, snapshot, sql, ssh
+from tests.e2e.helpers import fab, snapshot, sql, ssh, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -36,7 +36,9 @@ def test_status_of_a_crashlooping_backend(lab):
     # the application's own scripts/qa_check.sh, run inside the host probe, fails too
     assert "scripts/qa_check.sh fails: exit 1: CRITICAL: backend health check failed " \
            "(http://localhost:8000/api/health)" in data["signals"]
-    assert ssh(lab, "lab2", "docker inspect --format '{{.State.Status}}' netmon-backend") == "restarting"
+    # between two crashes it shows as running for a moment: poll for the restart loop, with a bound
+    assert wait_until(lambda: ssh(lab, "lab2", "docker inspect --format '{{.State.Status}}' netmon-backend")
+                      == "restarting", timeout=60, interval=0.2)
     text = fab(lab, "lab2", "status").stdout
     assert "verdict: TimescaleDB active with problems — rollback advised: backend in a restart loop" in text
 
