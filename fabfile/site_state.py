@@ -318,6 +318,10 @@ def probe_site(runner, site: SiteSettings, deep: bool = False, extra: Extra | No
         return state
     out = runner.run(db_probe(site, extra))
     if "@@ready" not in out.stdout:
+        refused = docker.exec_refused(out.stderr or out.stdout)
+        if refused:
+            state.db_error = f"container {site.db_container} is {refused}"
+            return state
         state.db_error = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["docker exec failed"]
         state.db_error = state.db_error[0][:200]
         state.unknown["db"] = f"docker exec into {site.db_container} failed ({state.db_error})"

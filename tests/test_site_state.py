@@ -81,9 +81,26 @@ def test_failed_compose_ps_and_image_inspect_are_unknown():
 
 def test_a_docker_exec_that_fails_makes_every_database_fact_unknown():
     c = FakeContext([(r"^sh -c .*docker compose version", recorded("host_probe_migrated.txt"), 0),
-                     (r"^docker exec netmon-db sh -c", "", 1, "Error response from daemon: container 4f1d is not running\n")])
+                     (r"^docker exec netmon-db sh -c", "", 1,
+                      "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n")])
     state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
-    assert "container 4f1d is not running" in state.unknown["db"] and not state.db_answers and not state.rolled_back
+    assert "Cannot connect to the Docker daemon" in state.unknown["db"] and not state.db_answers and not state.rolled_back
+
+
+@pytest.mark.parametrize("refusal, state_word", [
+    ("Error response from daemon: Container 4f1d9c is restarting, wait until the container is running", "restarting"),
+    ("Error response from daemon: Container 4f1d9c is not running", "not running"),
+    ("Error response from daemon: container 4f1d9c is not running", "not running"),
+    ("Error response from daemon: Container 4f1d9c is paused, unpause the container before exec", "paused"),
+])
+def test_a_container_that_stopped_between_inspect_and_exec_does_not_answer_which_is_known(refusal, state_word):
+    """A restart-looping database reads "running" between its crashes: the exec that follows is
+    refused by docker, which says what the container is — a fact, so the plan can go on (the fallback)."""
+    c = FakeContext([(r"^sh -c .*docker compose version", recorded("host_probe_migrated.txt"), 0),
+                     (r"^docker exec netmon-db sh -c", "", 1, refusal + "\n")])
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert "db" not in state.unknown and not state.db_answers
+    assert state.db_error == f"container netmon-db is {state_word}"
 
 
 def test_status_facts_ride_on_the_two_probe_commands():

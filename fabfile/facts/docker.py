@@ -40,6 +40,17 @@ def parse_plain_image(kv: dict[str, list[str]]) -> bool | Unknown | None:
     return Unknown(f"docker image inspect failed: {value[8:] or 'no answer'}") if found is None else found
 
 
+EXEC_REFUSED = re.compile(r"Container \S+ is (restarting|not running|paused)", re.I)
+
+
+def exec_refused(text: str) -> str | None:
+    """The container state in docker's refusal of an exec ("restarting", "not running", "paused"),
+    or None: the container changed state between the inspect and the exec, which is a known fact
+    (it does not answer), not a failed probe."""
+    m = EXEC_REFUSED.search(text or "")
+    return m.group(1).lower() if m else None
+
+
 def inspect_script(site: SiteSettings) -> str:
     names = " ".join(q(n) for n in site.containers.values())
     return f"docker inspect --format {q(INSPECT_FORMAT)} {names} 2>/dev/null | sed 's/^/inspect=/'"
