@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import secrets
+import select
 import signal
 import subprocess
 import time
@@ -40,6 +42,46 @@ def fab_start(lab, site: str, *args: str, env: dict | None = None, ssh_config: P
     argv, full_env = _fab_argv_env(lab, site, args, env, ssh_config)
     return subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
+
+
+class AtPrompt:
+    """`fab` run as an operator at a terminal, stopped at the "Type 'yes'" question: the run holds the
+    server's lock (taken before the plan is shown) for as long as the question waits, so a test can
+    meet it with a second run without racing a run that may already be over."""
+
+    PROMPT = "Type 'yes' to go on: "
+
+    def __init__(self, lab, site: str, *args: str, timeout: float = 120):
+        argv, env = _fab_argv_env(lab, site, args, None, None)
+        self.tty, slave = pty.openpty()
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=slave, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        os.close(slave)
+        self.head = ""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while self.PROMPT not in self.head:
+            left = deadline - time.monotonic()
+            ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+            chunk = os.read(fd, 65536).decode(errors="replace") if ready else ""
+            if not chunk:  # the run ended (or the bound passed) before it asked
+                self.proc.kill()
+                raise AssertionError(f"fab never asked to go on within {timeout:.0f}s:\n{self.head[-2000:]}"
+                                     f"{self.proc.communicate()[1]}")
+            self.head += chunk
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def answer(self, text: str, timeout: float = 300) -> tuple[int, str, str]:
+        """Type TEXT and Enter; the exit status and the whole output once the run ends."""
+        os.write(self.tty, text.encode() + b"\n")
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            os.close(self.tty)
+        return self.proc.returncode, self.head + out, err
 
 
 def invoke(inventory: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

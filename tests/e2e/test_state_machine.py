@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.helpers import (
     ROOT,
+    AtPrompt,
     assert_rolled_back,
     dump_flows,
     fab,
@@ -204,29 +205,30 @@ def others(lab_factory):
 
 @OTHERS
 def test_two_runs_on_one_server_exactly_one_runs(others, tmp_path):
+    """The first run of each pair waits at its terminal's question, holding the lock, while the
+    second meets it; then the first is told yes and finishes."""
     lab = others
-    first = fab_start(lab, "lab1", "rollback", "--mode=restore", "--yes")
-    assert wait_until(lambda: "lock: held by" in fab(lab, "lab1", "status").stdout, 60)  # status needs no lock
+    first = AtPrompt(lab, "lab1", "rollback", "--mode=restore")
+    assert "lock: held by" in fab(lab, "lab1", "status").stdout  # status needs no lock, and shows the holder
     second = fab(lab, "lab1", "rollback", "--mode=restore", "--yes", env={"NETMON_AUDIT_DIR": str(tmp_path)})
     assert second.returncode == 10, second.stdout + second.stderr
     line = second.stderr.strip()
     assert len(line.splitlines()) == 1 and "lab1 is busy" in line and f"pid {first.pid}" in line and "task rollback" in line
     changes = [json.loads(ln) for p in tmp_path.glob("audit_*.jsonl") for ln in p.read_text().splitlines()]
     assert [r for r in changes if r["kind"] != "probe"] == []  # refused before any change
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, out[-2000:] + err
+    code, out, err = first.answer("yes")
+    assert code == 0, out[-2000:] + err
     assert_rolled_back(lab, "lab1")
     # a fleet batch meeting a single run on one server: the batch's row fails, the single run finishes
-    single = fab_start(lab, "lab2", "rollback", "--mode=clean", "--yes")
-    assert wait_until(lambda: "lock: held by" in fab(lab, "lab2", "status").stdout, 60)
+    single = AtPrompt(lab, "lab2", "rollback", "--mode=clean")
     batch = subprocess.run([str(ROOT / ".venv/bin/invoke"), "rollback", "--mode=clean", "--yes", "--sites", "lab2",
                             "--inventory", str(lab.inventory), "--json"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300, stdin=subprocess.DEVNULL)
     assert batch.returncode != 0
     row = json.loads(batch.stdout)[0]
     assert not row["ok"] and "busy" in row["error"] and row["code"] == 10
-    out, err = single.communicate(timeout=300)
-    assert single.returncode == 0, out[-2000:] + err
+    code, out, err = single.answer("yes")
+    assert code == 0, out[-2000:] + err
     assert_rolled_back(lab, "lab2")
 
 
