@@ -53,6 +53,8 @@ FAILURE_WIDTH = 110
 CLUSTER_BYTES = 64 * 2**20
 CONF_FILES = ("postgresql.conf", "postgresql.auto.conf")
 #: steps of a rollback plan that act on the live stack or its files: never run by a rehearsal
+#: steps that free disk space (the rehearsal reads its peak before them)
+FREES_SPACE = ("drop-", "remove-", "clean-")
 LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start-app", "start-rest")
 #: verify's checks that read the database alone (the others ask the live stack)
 DB_CHECKS = ("timescaledb extension in", "no timescaledb in any database", "flow_records exists", "is a plain table",
@@ -128,27 +130,21 @@ def cleanup_commands(site: SiteSettings) -> list[Command]:
     """Remove the throwaway container, its volume and the scratch directory; none there is no error.
     A live backend an interrupted restart measurement left stopped is started again first."""
     marker = q(f"{scratch_dir(site)}/{RESTARTING}")
-    return [Command(f"if [ -f {marker} ]; then {start_backend(site).cmd} && rm -f {marker}; fi",
+    return [Command(f"if [ -f {marker} ]; then {stack.start_app(site)[0].cmd} && rm -f {marker}; fi",
                     what="start the live backend again if a restart measurement was interrupted",
                     timeout=site.command_timeout),
             *remove_commands(CONTAINER, VOLUME),
             Command(f"rm -rf {q(scratch_dir(site))}", what=f"remove {scratch_dir(site)}")]
 
 
-def start_backend(site: SiteSettings, recreate: bool = False) -> Command:
-    args = ["up", "-d", "--no-deps", *(["--force-recreate"] if recreate else []), "--pull", "never", "--no-build", "backend"]
-    return Command(cmds.compose(site, *args), what=("recreate and start" if recreate else "start") + " the live backend",
-                   timeout=site.command_timeout)
-
-
 def restart_step(site: SiteSettings) -> Step:
     """The app's part of the downtime, measured on the live stack (only when asked: the site is down
-    meanwhile): the real run's stop of the writers, then the backend recreated and waited for."""
+    meanwhile): the real run's stop of the writers, then the real run's start of the backend (the same command) and its health."""
     marker = q(f"{scratch_dir(site)}/{RESTARTING}")
     return Step("measure-restart", "stop and start the live backend once, to measure the app's part of the downtime "
                 "(the site is down meanwhile)",
                 [Command(f"touch {marker}", what="note the restart (a rerun starts the backend if this one is killed)"),
-                 *stack.stop_writers(site), start_backend(site, recreate=True), stack.wait_health(site),
+                 *stack.stop_writers(site), *stack.start_app(site),
                  Command(f"rm -f {marker}", what="the backend serves again")], downtime=True)
 
 
@@ -216,6 +212,12 @@ def disk_probe(site: SiteSettings) -> Command:
     mount = f"$(docker volume inspect --format '{{{{.Mountpoint}}}}' {q(VOLUME)} 2>/dev/null)"
     return Command(f"m={mount}; du -sk ${{m:+\"$m\"}} {q(scratch_dir(site))} 2>/dev/null | awk '{{s+=$1}} END {{print s*1024}}'",
                    what="disk used by the rehearsal", changes=False, ok_codes=tuple(range(256)))
+
+
+def peaks_after(plan: Plan, i: int) -> bool:
+    """Is the disk at a peak after step ``i`` (1-based)? Only steps that drop or remove free space,
+    so the peak is read before each of them and at the end (a round trip per sample, not per step)."""
+    return i == len(plan.steps) or plan.steps[i].key.startswith(FREES_SPACE)
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -313,8 +315,9 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str, measure_restart: bo
     try:
         for i, step in enumerate(plan.steps, 1):
             apply_plan(runner, plan, start=i, end=i, applied=applied)
-            sample = runner.run(disk_probe(site)).stdout.strip()
-            report["peak_disk"] = max(report["peak_disk"], int(sample) if sample.isdigit() else 0)
+            if peaks_after(plan, i):
+                sample = runner.run(disk_probe(site)).stdout.strip()
+                report["peak_disk"] = max(report["peak_disk"], int(sample) if sample.isdigit() else 0)
             if step.key == "rehearse-copy":
                 runner.step = "count"
                 before = table_counts(runner, tsite, state.caggs)

@@ -89,8 +89,8 @@ def test_measure_restart_adds_the_live_backends_stop_and_start_last_and_only_whe
     assert cmds[0] == f"touch {marker}" and cmds[-1] == f"rm -f {marker}"
     assert cmds[1:3] == [c.cmd for c in stack.stop_writers(SITE)]  # the real run's own stop of the writers
     assert cmds[1].endswith("docker compose stop backend") and "docker exec netmon-db " in cmds[2]
-    assert cmds[3].endswith("up -d --no-deps --force-recreate --pull never --no-build backend")
-    assert "/api/health" in cmds[4]
+    assert cmds[3:5] == [c.cmd for c in stack.start_app(SITE)]  # the real run's own start and health wait
+    assert cmds[3].endswith("up -d --no-deps --pull never --no-build backend") and "/api/health" in cmds[4]
     assert all(s.key != "measure-restart" for s in plans("convert")[1].steps)
 
 
@@ -98,7 +98,17 @@ def test_cleanup_starts_a_backend_an_interrupted_restart_left_stopped_then_remov
     first, *rest = rh.cleanup_commands(SITE)
     marker = f"{rh.scratch_dir(SITE)}/{rh.RESTARTING}"
     assert first.cmd.startswith(f"if [ -f {marker} ]; then ") and "up -d --no-deps --pull never --no-build backend" in first.cmd
-    assert "--force-recreate" not in first.cmd and rest[-1].cmd == f"rm -rf {rh.scratch_dir(SITE)}"
+    assert rest[-1].cmd == f"rm -rf {rh.scratch_dir(SITE)}"
+
+
+def test_the_disk_is_sampled_before_each_step_that_frees_space_and_at_the_end():
+    for mode in ("clean", "restore", "convert"):
+        _, rehearsal, _ = plans(mode)
+        keys = [s.key for s in rehearsal.steps]
+        sampled = [keys[i - 1] for i in range(1, len(keys) + 1) if rh.peaks_after(rehearsal, i)]
+        frees = [i for i, k in enumerate(keys) if k.startswith(rh.FREES_SPACE)]
+        assert sampled[-1] == keys[-1] and len(sampled) < len(keys), (mode, keys, sampled)
+        assert all(keys[i - 1] in sampled for i in frees if i > 0), (mode, keys, sampled)
 
 
 def test_the_predicted_downtime_is_a_lower_bound_until_the_restart_is_measured():
