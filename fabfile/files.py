@@ -160,6 +160,12 @@ def manual_revert(site: SiteSettings, state: SiteState) -> tuple[list[Command], 
     return out, list(state.mentions)
 
 
+def compose_on_image(text: str, image: str) -> str:
+    """The compose file with the db service on ``image`` (nothing else changed): a data directory
+    that preloads timescaledb, put back on the plain image by hand, starts again on TimescaleDB's."""
+    return _edit_db_service(text, lambda db: db.__setitem__("image", image))
+
+
 def compose_without_preload(text: str, plain_image: str = "postgres:16-alpine") -> str:
     """The reverted compose file with the db started as ``postgres -c shared_preload_libraries=``:
     the fallback that lets a data directory which still preloads timescaledb start on the plain

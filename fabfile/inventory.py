@@ -63,6 +63,8 @@ class SiteSettings:
     admin_password_file: str | None = None
     expected_tables: int = 32
     plain_image: str = "postgres:16-alpine"
+    #: the image the migration put the db on: a data directory that preloads timescaledb starts on it
+    timescale_image: str = "timescale/timescaledb:latest-pg16"
     #: newest flow older than this (seconds) = "ingestion stopped" in status
     ingest_stale_seconds: int = 600
     #: verify waits this long (seconds) for a new flow row

@@ -281,6 +281,12 @@ def portable_or_plain(state: SiteState, plain: bool, where: str, plan: Plan) -> 
     return dumps.portable_args(state, where)
 
 
+def known_true(state: SiteState, where: str, fact: str) -> bool:
+    """The fact's value; a plan that depends on it refuses while it is unknown."""
+    require_known(state, where, fact)
+    return getattr(state, fact) is True
+
+
 def housekeeping_steps(site: SiteSettings, state: SiteState) -> list[Step]:
     """Before any change: stale partial files removed, the plain image made present."""
     steps = []
@@ -318,6 +324,15 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
         if state.compose_timescale and state.container(site.db_container).status in ("missing", "exited", "created", "dead"):
             plan.steps.append(Step("start-db-as-is", "start the database as it is (TimescaleDB image) to work on it",
                                    stack.start_db(site), replan=True))
+        elif not is_timescale_image(state.db_image) and known_true(state, name, "timescale_image"):
+            on_tsdb = files.compose_on_image(state.compose_text, site.timescale_image)
+            plan.steps.extend(housekeeping_steps(site, state))
+            plan.steps.append(Step("start-db-on-timescaledb", f"start the database on {site.timescale_image} again: its data "
+                                   "directory still preloads timescaledb, and only that image reads every chunk for the "
+                                   "safety copy (the compose file says the plain image)",
+                                   [*files.save_commands(site, state, ts),
+                                    files.write_file_command(site, "docker-compose.yml", on_tsdb), *stack.start_db(site)],
+                                   replan=True, downtime=True))
         else:
             fallback = files.compose_without_preload(state.compose_text, site.plain_image)
             plan.steps.extend(housekeeping_steps(site, state))

@@ -69,6 +69,7 @@ class SiteState:
     db_name: str = "netmon"
     partials: list[str] = field(default_factory=list)  # stale .partial files in backup_dir
     plain_image: bool | None = None  # is the plain image on the server?
+    timescale_image: bool | None = None  # and the TimescaleDB image (site.timescale_image)?
     build_services: list[str] = field(default_factory=list)  # compose services with build:
     lock: str = ""  # "held <holder json>" or "free"
     journal: list[str] = field(default_factory=list)  # the journal's last lines
@@ -150,6 +151,7 @@ def host_probe(site: SiteSettings, extra: Extra | None = None) -> Command:
         host.lock_script(site),
         host.journal_script(site),
         docker.plain_image_script(site),
+        docker.timescale_image_script(site),
         compose.ps_script(site),
         docker.inspect_script(site),
     ])
@@ -179,6 +181,7 @@ def apply_host_lines(state: SiteState, text: str) -> None:
     state.git, state.git_head, state.git_dirty, state.git_history = git.parse(kv)
     state.lock, state.journal = host.parse_lock(kv), host.parse_journal(kv)
     state.plain_image = _known(state, "plain_image", docker.parse_plain_image(kv))
+    state.timescale_image = _known(state, "timescale_image", docker.parse_timescale_image(kv))
     state.ps = _known(state, "ps", compose.parse_ps(kv, state.app_dir)) or []
     state.containers = docker.parse_containers(kv)
     if state.compose_text:

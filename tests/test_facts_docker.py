@@ -1,5 +1,8 @@
 """Docker facts (fabfile/facts/docker.py): container states from `docker inspect`, the plain image."""
 
+import shlex
+import subprocess
+
 import pytest
 
 from fabfile.facts import docker
@@ -37,6 +40,25 @@ def test_plain_image_found_missing_or_unknown():
     assert docker.parse_plain_image(keyed("plain_image=no\n")) is False
     assert docker.parse_plain_image(keyed("plain_image=unknown Cannot connect to the Docker daemon\n")) == Unknown(
         "docker image inspect failed: Cannot connect to the Docker daemon")
+
+
+@pytest.mark.parametrize("answer, code, found", [
+    ("sha256:4f1d9c", 0, True),
+    ("Error: No such image: timescale/timescaledb:latest-pg16", 1, False),  # CLI 20.10
+    ("Error response from daemon: No such image: timescale/timescaledb:latest-pg16", 1, False),  # CLI 27
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", 1,
+     Unknown("docker image inspect failed: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+             "Is the docker daemon running?")),
+])
+def test_the_image_script_run_by_a_real_shell_reads_dockers_answers(tmp_path, answer, code, found):
+    fake = tmp_path / "docker"
+    fake.write_text(f"#!/bin/sh\necho {shlex.quote(answer)} >&2\nexit {code}\n" if code else
+                    f"#!/bin/sh\necho {shlex.quote(answer)}\n")
+    fake.chmod(0o755)
+    out = subprocess.run(["sh", "-c", docker.timescale_image_script(SiteSettings())], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True).stdout
+    assert docker.parse_timescale_image(keyed(out)) == found
+    assert docker.parse_timescale_image(keyed("")) is None  # the line never came: not "absent"
 
 
 def test_commands_name_the_site_containers_and_image_quoted():

@@ -34,7 +34,7 @@ def migrated(**kw) -> SiteState:
         relations={"flow_records": ("r", 4), "flow_summary_5m": ("r", 0)}, hypertables=["flow_records"],
         table_count=32, db_size=10_000_000, git=True, git_history=[("bbb", "tsdb"), ("aaa", "plain")],
         backups=[Backup("/root/netmon_pre_tsdb_20250101_000000.dump", 100, 10, True)],
-        plain_image=True, build_services=["backend"],
+        plain_image=True, timescale_image=True, build_services=["backend"],
     )
     for k, v in kw.items():
         setattr(state, k, v)
@@ -198,14 +198,35 @@ def test_already_rolled_back_plans_nothing():
     assert plan.already_done and plan.steps == []
 
 
-def test_db_that_cannot_start_gets_the_fallback():
-    state = migrated(db_answers=False, db_image="postgres:16-alpine", db_command="",
-                     compose_text="services:\n  db:\n    image: postgres:16-alpine\n",
-                     containers={**RUN, "netmon-db": Container("netmon-db", "restarting", image="postgres:16-alpine")})
-    plan = build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="clean"), TS)
+def put_back_by_hand(**kw) -> SiteState:
+    """Someone put the plain image back in the compose file: the db restart-loops (it preloads timescaledb)."""
+    return migrated(db_answers=False, db_image="postgres:16-alpine",
+                    compose_text="services:\n  db:\n    image: postgres:16-alpine  # by hand\n"
+                                 "    command: postgres -c shared_preload_libraries=timescaledb\n  redis:\n    image: redis\n",
+                    containers={**RUN, "netmon-db": Container("netmon-db", "restarting", image="postgres:16-alpine")}, **kw)
+
+
+def test_a_db_put_back_on_the_plain_image_by_hand_starts_on_timescaledb_again_so_the_copy_reads_every_chunk():
+    plan = build_plan(SITE, Preflight(put_back_by_hand(), revision="aaa"), RollbackOptions(mode="restore"), TS)
+    assert keys(plan) == ["start-db-on-timescaledb"] and plan.steps[0].replan and plan.steps[0].downtime
+    write = [c for c in plan.steps[0].commands if c.stdin][0]
+    assert "image: timescale/timescaledb:latest-pg16" in write.stdin and "postgres:16-alpine" not in write.stdin
+    assert "redis:\n    image: redis" in write.stdin and "shared_preload_libraries=timescaledb" in write.stdin
+    assert any("netmon_files_pre_rollback_" in c.cmd for c in plan.steps[0].commands)  # the hand-edited file is kept
+
+
+def test_db_that_cannot_start_gets_the_fallback_when_the_timescaledb_image_is_gone():
+    plan = build_plan(SITE, Preflight(put_back_by_hand(timescale_image=False), revision="aaa"),
+                      RollbackOptions(mode="clean"), TS)
     assert keys(plan) == ["fallback-start"] and plan.steps[0].replan
     write = [c for c in plan.steps[0].commands if c.stdin][0]
     assert "shared_preload_libraries=" in write.stdin
+
+
+def test_the_choice_between_them_refuses_while_the_timescaledb_image_is_unknown():
+    state = put_back_by_hand(timescale_image=None, unknown={"timescale_image": "docker image inspect failed: daemon gone"})
+    with pytest.raises(PreflightError, match="cannot read the state of s1: .*daemon gone"):
+        build_plan(SITE, Preflight(state, revision="aaa"), RollbackOptions(mode="clean"), TS)
 
 
 def test_plain_image_with_extension_disables_event_triggers_first():

@@ -25,19 +25,37 @@ class Container:
     started: float | None = None  # epoch seconds of .State.StartedAt
 
 
+def image_script(key: str, image: str) -> str:
+    """``KEY=yes|no|unknown …``: is ``image`` in the server's image store (docker's own answer)."""
+    return (f"if out=$(docker image inspect --format '{{{{.Id}}}}' {q(image)} 2>&1); then echo {key}=yes\n"
+            f"elif printf '%s' \"$out\" | grep -qi 'no such image'; then echo {key}=no\n"
+            f"else echo \"{key}=unknown $(printf '%s' \"$out\" | tail -n 1 | cut -c1-200)\"; fi")
+
+
+def parse_image(kv: dict[str, list[str]], key: str) -> bool | Unknown | None:
+    """Is the image on the server? None: the line never came; Unknown: docker could not say."""
+    value = last(kv, key)
+    if value is None:
+        return None
+    word, _, why = value.partition(" ")
+    found = {"yes": True, "no": False}.get(word)
+    return Unknown(f"docker image inspect failed: {why or 'no answer'}") if found is None else found
+
+
 def plain_image_script(site: SiteSettings) -> str:
-    return (f"if out=$(docker image inspect --format '{{{{.Id}}}}' {q(site.plain_image)} 2>&1); then echo plain_image=yes\n"
-            "elif printf '%s' \"$out\" | grep -qi 'no such image'; then echo plain_image=no\n"
-            "else echo \"plain_image=unknown $(printf '%s' \"$out\" | tail -n 1 | cut -c1-200)\"; fi")
+    return image_script("plain_image", site.plain_image)
+
+
+def timescale_image_script(site: SiteSettings) -> str:
+    return image_script("timescale_image", site.timescale_image)
 
 
 def parse_plain_image(kv: dict[str, list[str]]) -> bool | Unknown | None:
-    """Is the plain image on the server? None: the line never came; Unknown: docker could not say."""
-    value = last(kv, "plain_image")
-    if value is None:
-        return None
-    found = {"yes": True, "no": False}.get(value.split(" ", 1)[0])
-    return Unknown(f"docker image inspect failed: {value[8:] or 'no answer'}") if found is None else found
+    return parse_image(kv, "plain_image")
+
+
+def parse_timescale_image(kv: dict[str, list[str]]) -> bool | Unknown | None:
+    return parse_image(kv, "timescale_image")
 
 
 EXEC_REFUSED = re.compile(r"Container \S+ is (restarting|not running|paused)", re.I)

@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.helpers import (
     ROOT,
     AtPrompt,
+    PlainServer,
     assert_rolled_back,
     dump_flows,
     fab,
@@ -197,10 +198,11 @@ def others(lab_factory):
     """lab1/lab2 concurrency, lab3 fresh-volume (probe failure), lab4 restore then stack stopped,
     lab5 restore without safety dump, lab6 third hypertable, lab7 plain image missing, lab8/lab9 dry
     run against apply, lab10 reset of a database that does not answer, lab11 a continuous aggregate
-    whose database can only start on the plain image."""
-    return lab_factory(sites=11, flows=800, variants=["migrated", "migrated", "fresh-volume", "migrated", "migrated",
+    whose database can only start on the plain image, lab12 a database put back on the plain image by
+    hand while the TimescaleDB image is still there."""
+    return lab_factory(sites=12, flows=800, variants=["migrated", "migrated", "fresh-volume", "migrated", "migrated",
                                                       "third-hypertable", "plain-image-missing", "migrated", "migrated",
-                                                      "migrated", "summary-cagg"])
+                                                      "migrated", "summary-cagg", "migrated"])
 
 
 @OTHERS
@@ -354,15 +356,47 @@ def test_reset_of_a_database_that_does_not_answer_archives_its_volume_first(othe
     assert sql(lab, "lab10", "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'") == "0"
 
 
+def put_back_by_hand(lab, site: str) -> None:
+    """Someone puts the plain image back in the compose file and starts it: the database restart-loops
+    (its data directory still preloads timescaledb)."""
+    ssh(lab, site, "cd /root/netmon && sed -i 's#timescale/timescaledb:latest-pg16#postgres:16-alpine#' docker-compose.yml "
+                   "&& docker compose up -d db")
+    assert wait_until(lambda: ssh(lab, site, "docker inspect --format '{{.RestartCount}}' netmon-db") != "0", 60)
+
+
+@OTHERS
+def test_a_db_put_back_on_the_plain_image_by_hand_starts_on_timescaledb_and_its_copy_holds_the_compressed_rows(others):
+    """With the TimescaleDB image still on the server, the run starts the database on it again (not the
+    plain fallback), so the safety copy reads every chunk through TimescaleDB: restored by the test on
+    the plain image, it holds the rows of a compressed chunk."""
+    lab, site = others, "lab12"
+    chunk = sql(lab, site, "SELECT compress_chunk(c) FROM show_chunks('flow_records') c LIMIT 1")
+    compressed = set(sql(lab, site, f"SELECT id FROM {chunk}").split())  # noqa: S608
+    assert compressed and sql(lab, site, f"SELECT count(*) FROM ONLY {chunk}") == "0"  # noqa: S608
+    put_back_by_hand(lab, site)
+    out = fab(lab, site, "rollback", "--mode=restore", "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    assert "start the database on timescale/timescaledb:latest-pg16 again" in out.stdout, out.stdout
+    assert "fallback" not in out.stdout and out.stdout.count(f"Plan for {site}") == 2, out.stdout
+    assert_rolled_back(lab, site)
+    copy = next(ln.split()[2] for ln in out.stdout.splitlines() if ln.startswith("Copy made:") and "pre_rollback" in ln)
+    plain = PlainServer(lab, site)
+    try:
+        plain.restore(copy)
+        restored = set(plain.sql("SELECT id FROM flow_records").split())
+    finally:
+        plain.close()
+    assert compressed <= restored
+
+
 @OTHERS
 def test_the_fallback_start_and_a_continuous_aggregate_on_the_plain_image(others):
-    """Someone put the plain image back by hand: the database restart-loops (it still preloads
-    timescaledb). The fallback starts it with the preload off, its plan is shown again (confirmed
+    """Someone put the plain image back by hand and the TimescaleDB image is gone: the database
+    restart-loops (it still preloads timescaledb). The fallback starts it with the preload off, its plan is shown again (confirmed
     by --yes), and the aggregate — a view without TimescaleDB's library — goes with DROP VIEW."""
     lab = others
-    ssh(lab, "lab11", "cd /root/netmon && sed -i 's#timescale/timescaledb:latest-pg16#postgres:16-alpine#' docker-compose.yml "
-                      "&& docker compose up -d db")
-    assert wait_until(lambda: ssh(lab, "lab11", "docker inspect --format '{{.RestartCount}}' netmon-db") != "0", 60)
+    put_back_by_hand(lab, "lab11")
+    ssh(lab, "lab11", "docker image rm timescale/timescaledb:latest-pg16")  # nothing left that reads its chunks
     out = fab(lab, "lab11", "rollback", "--mode=clean", "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     assert "fallback: start the database on the plain image" in out.stdout
