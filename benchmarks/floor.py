@@ -53,7 +53,8 @@ def measured(side: Side) -> tuple[float, float]:
     return down, side.result.seconds
 
 
-def main(argv=None) -> int:
+def main(argv=None, summary: list[str] | None = None) -> int:
+    """``summary``: the ratios are appended to it too (benchmarks/speed.py collects them)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, default=20_000, help="flow rows per site (default 20000)")
     ap.add_argument("--floors", type=int, default=2, help="bare restarts before and after each rollback (default 2)")
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
     print(tabulate(rows, headers=["site", "run", "downtime s", "total s"]))
     for line in steps + ratios:
         print(f"   {line}")
+    if summary is not None:
+        summary.extend(ratios)
     return 0
 
 

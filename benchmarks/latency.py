@@ -261,7 +261,8 @@ def restore_total(b: Bench) -> None:
 SECTIONS: list[Callable[[Bench], None]] = [single_site, fleet_vs_ansible, restore_total]
 
 
-def main(argv=None) -> int:
+def main(argv=None, summary: list[str] | None = None) -> int:
+    """``summary``: the summary lines are appended to it too (benchmarks/speed.py collects them)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--latency", type=float, default=50, help="one-way latency in ms to compare with 0 (default 50)")
     ap.add_argument("--sites", type=int, default=8, help="sites for the fleet forms (default 8)")
@@ -288,6 +289,8 @@ def main(argv=None) -> int:
         print("\n== summary")
         for line in b.summary:
             print(f"   {line}")
+        if summary is not None:
+            summary.extend(b.summary)
     return 0
 
 

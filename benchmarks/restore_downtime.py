@@ -1,7 +1,8 @@
 """Downtime and total time of `fab rollback --mode=restore` against the runbook's literal Option B.
 
 Two identical `migrated` lab sites (1M flow rows by default): the tool on lab1, the runbook's
-commands as one shell script over SSH on lab2. Meanwhile each site's /api/health is polled from
+commands as one shell script over SSH on lab2; and the tool on a small site of a second lab
+(`--small`, 10k rows), for downtime(1M) ÷ downtime(10k). Meanwhile each site's /api/health is polled from
 the laptop side every 0.1 s (1 s timeout): downtime = seconds without a 200, from the command's
 start until it answers 200 for good. The tool restores into a side database while the stack still
 serves, so its downtime should not grow with the dump; the runbook's does.
@@ -21,6 +22,7 @@ import re
 import threading
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 
 from tabulate import tabulate
 
@@ -115,50 +117,62 @@ class Side:
         self.poller.stop_when_stable()
 
 
-def main(argv=None) -> int:
+def main(argv=None, summary: list[str] | None = None) -> int:
+    """``summary``: the headline ratios are appended to it too (benchmarks/speed.py collects them)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, default=1_000_000, help="flow rows per site (default 1000000)")
+    ap.add_argument("--small", type=int, default=10_000,
+                    help="flow rows of a third site the tool restores at the same time, for downtime(big) ÷ "
+                         "downtime(small) (default 10000; 0: no third site)")
     ap.add_argument("--name", default="bnr", help="the lab's name (default bnr)")
     ap.add_argument("--one-after-another", action="store_true", help="run the tool, then the runbook (default: together)")
     args = ap.parse_args(argv)
 
     header("restore downtime: fab rollback --mode=restore vs the runbook's Option B", args.name)
-    with lab_up(args.name, sites=2, flows=args.flows, variants=["migrated", "migrated"]) as lab, audit_dir() as audit:
-        dumps = {s: dump_flow_rows(lab, s) for s in ("lab1", "lab2")}
-        print(f"   pre-migration dumps: {', '.join(f'{s} {n} flow rows (max id {m})' for s, (n, m) in dumps.items())}")
-        before = {s: psql(lab, s, "SELECT count(*) FROM flow_records") for s in dumps}
-        print(f"   flow_records before: {before}")
+    with ExitStack() as stack:
+        big = stack.enter_context(lab_up(args.name, sites=2, flows=args.flows, variants=["migrated", "migrated"]))
+        small = stack.enter_context(lab_up(args.name + "s", sites=1, flows=args.small, variants=["migrated"])) \
+            if args.small else None
+        audit = stack.enter_context(audit_dir())
+        plan = [("tool", big, "lab1"), ("runbook", big, "lab2")] + ([("tool, small site", small, "lab1")] if small else [])
+        dumps = {(lab.name, s): dump_flow_rows(lab, s) for _, lab, s in plan}
+        print(f"   pre-migration dumps: {', '.join(f'{k[0]}/{k[1]} {n} flow rows (max id {m})' for k, (n, m) in dumps.items())}")
 
-        env = tool_env(lab, audit)
-        tool = Side("tool", "lab1", f"http://{lab.site('lab1').ip}:8000/api/health",
-                    lambda: run(fab(lab, ["lab1"], "rollback", "--mode=restore", "--yes"), env=env))
-        book = Side("runbook", "lab2", f"http://{lab.site('lab2').ip}:8000/api/health",
-                    lambda: ssh(lab, "lab2", RUNBOOK_OPTION_B))
+        sides = []
+        for what, lab, site in plan:
+            url = f"http://{lab.site(site).ip}:8000/api/health"
+            if what == "runbook":
+                sides.append(Side(what, site, url, lambda lab=lab, site=site: ssh(lab, site, RUNBOOK_OPTION_B)))
+            else:
+                env = tool_env(lab, audit / lab.name)
+                sides.append(Side(what, site, url, lambda lab=lab, site=site, env=env: run(
+                    fab(lab, [site], "rollback", "--mode=restore", "--yes"), env=env)))
         if args.one_after_another:
-            print("   order: tool on lab1, then runbook on lab2 (one after another)")
-            tool()
-            book()
+            print("   order: one after another: " + ", then ".join(f"{w} on {lab.name}/{s}" for w, lab, s in plan))
+            for side in sides:
+                side()
         else:
-            print("   order: tool on lab1 and runbook on lab2 at the same time (threads; they share 2 cores)")
-            barrier = threading.Barrier(2)
-            threads = [threading.Thread(target=side, args=(barrier,)) for side in (tool, book)]
+            print(f"   order: {len(sides)} at the same time (threads; they share 2 cores)")
+            barrier = threading.Barrier(len(sides))
+            threads = [threading.Thread(target=side, args=(barrier,)) for side in sides]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
 
         failed = False
-        rows = []
-        for side in (tool, book):
-            n, max_id = dumps[side.site]
+        rows, downs = [], {}
+        for side, (what, lab, site) in zip(sides, plan, strict=True):
+            n, max_id = dumps[(lab.name, site)]
             down, healthy_after = side.poller.outage(side.t0)
+            downs[what] = down
             sql = (f"SELECT count(*) FILTER (WHERE id <= {int(max_id)}) || '/' || count(*) || '/' || "  # noqa: S608 — an int
                    "(SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb') FROM flow_records")
-            from_dump, total, tsdb = (int(x) for x in psql(lab, side.site, sql).split("/"))
+            from_dump, total, tsdb = (int(x) for x in psql(lab, site, sql).split("/"))
             ok = (side.result is not None and side.result.returncode == 0 and healthy_after is not None
                   and from_dump == n and tsdb == 0)
             failed |= not ok
-            rows.append([side.name, side.site, f"{side.result.seconds:.1f}" if side.result else "-",
+            rows.append([side.name, f"{lab.name}/{site}", f"{side.result.seconds:.1f}" if side.result else "-",
                          f"{down:.1f}", f"{healthy_after:.1f}" if healthy_after is not None else "never",
                          f"{from_dump}/{n}", total, tsdb, "ok" if ok else "FAILED"])
             if side.error is not None:
@@ -169,7 +183,7 @@ def main(argv=None) -> int:
         print(tabulate(rows, headers=["run", "site", "total s", "downtime s", "200 for good after s",
                                       "dump rows back", "flow rows now", "timescaledb ext", "result"]))
 
-        records = audit_records(audit)
+        records = audit_records(audit / big.name)
         steps: dict[str, float] = defaultdict(float)
         for r in records:
             steps[r["step"]] += r["seconds"]
@@ -177,15 +191,25 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
         print("   tool: slowest remote commands (audit log):\n"
               + slowest([(r["seconds"], f"[{r['step']}] {r['what'] or r['cmd']}") for r in records]))
+        tool, book = sides[0], sides[1]
         if book.result:
             print("   runbook: slowest commands (shell trace):\n" + slowest(runbook_commands(book.result)))
+        figures = []
         if tool.result and book.result:
-            t_down, _ = tool.poller.outage(tool.t0)
-            b_down, _ = book.poller.outage(book.t0)
-            print(f"\n   ratio tool/runbook: total {ratio(tool.result.seconds, book.result.seconds)}, "
-                  f"downtime {ratio(t_down, b_down)}")
-            print("   (the tool's total includes its safety dump, the side restore while serving, and verify; "
-                  "the runbook's includes its fixed sleep 5)")
+            figures.append(f"restore downtime at {args.flows:,} rows, tool ÷ the runbook's Option B: "
+                           f"{ratio(downs['tool'], downs['runbook'])} ({downs['tool']:.1f} s against "
+                           f"{downs['runbook']:.1f} s; aim ≤ 0.2); total {ratio(tool.result.seconds, book.result.seconds)}")
+        if small and tool.result and sides[2].result:
+            figures.append(f"restore downtime at {args.flows:,} rows ÷ at {args.small:,}: "
+                           f"{ratio(downs['tool'], downs['tool, small site'])} ({downs['tool']:.1f} s against "
+                           f"{downs['tool, small site']:.1f} s; aim ≤ 1.2)")
+        print()
+        for line in figures:
+            print(f"   {line}")
+        print("   (the tool's total includes its safety dump, the side restore while serving, and verify; "
+              "the runbook's includes its fixed sleep 5)")
+        if summary is not None:
+            summary.extend(figures)
     return 1 if failed else 0
 
 
