@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .relay import alive
+
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("NETMON_LAB_CACHE", "/var/cache/netmon-lab"))
 DOCKERD = "/usr/sbin/dockerd"
@@ -350,7 +352,7 @@ class Daemon:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        while time.monotonic() < deadline and alive(pid):  # a zombie (a child of this process) has exited
             time.sleep(0.1)
 
 
@@ -360,7 +362,7 @@ def live_pid(pid_file: Path) -> int | None:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if alive(pid) else None
 
 
 def cgroup_dirs(parent: str) -> list[Path]:
