@@ -57,6 +57,7 @@ IMAGES = ("postgres:16-alpine", "timescale/timescaledb:latest-pg16", "python:3.1
           "nginx:alpine")
 START_TIMEOUT = 60  # seconds for a daemon to answer
 STOP_TIMEOUT = 30  # seconds for a daemon to stop its containers and exit
+STALE_AFTER = 86400  # seconds unused after which another recipe's cached images are removed
 BACKEND_REQUIREMENTS = ("fastapi", "uvicorn", "asyncpg", "pydantic", "passlib", "python-multipart", "psycopg2-binary",
                         "psycopg2")
 PG_SAMPLE = "/usr/share/postgresql/15/postgresql.conf.sample"
@@ -410,6 +411,7 @@ def ensure_images(log=print) -> Path:
     """The cached tarball of the five images, built now if this recipe has none yet."""
     tarball = images_tarball()
     if tarball.exists():
+        os.utime(tarball)  # in use: kept while other recipes' tarballs age out (below)
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / ".build.lock").open("w") as lock:
@@ -420,8 +422,10 @@ def ensure_images(log=print) -> Path:
         rootfs = ensure_rootfs(log)
         log(f"engine: building the lab's images (recipe {recipe_key()})")
         build_images(rootfs, tarball)
-        for stale in CACHE.glob("images-*.tar"):  # earlier recipes' images: nothing loads them again
-            if stale != tarball:
+        # Other recipes' images: another worktree may still load one (its branch's recipe), so only
+        # those no lab used for a day go (removing them at once made parallel branches rebuild in turn).
+        for stale in CACHE.glob("images-*.tar"):
+            if stale != tarball and time.time() - stale.stat().st_mtime > STALE_AFTER:
                 stale.unlink()
         log(f"engine: images cached in {tarball} ({time.monotonic() - started:.0f}s)")
     return tarball
