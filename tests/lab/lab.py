@@ -295,10 +295,14 @@ class Lab:
                 "#!/bin/sh\n# The NetMon lab's docker stand-in (tests/lab/standin/docker.py).\n"
                 f"NETMON_LAB_SITE={d} NETMON_LAB={self.root} exec /usr/bin/python3 {self.root}/standin/docker.py \"$@\"\n")
         else:
+            # The Compose plugin goes with this wrapper (its DOCKER_CONFIG), not in the site's ~/.docker:
+            # with the wrapper moved away the site has no `docker compose`, as with the stand-in, even
+            # though this machine's docker CLI is on the site's PATH too.
             wrapper.write_text("#!/bin/sh\n# The site's own Docker Engine (tests/lab/engine.py).\n"
-                               f"DOCKER_HOST=unix://{d}/engine/docker.sock exec {engine.DOCKER} \"$@\"\n")
-            (d / "root/.docker/cli-plugins").mkdir(parents=True)
-            os.symlink(self.root / "bin/docker-compose", d / "root/.docker/cli-plugins/docker-compose")
+                               f"DOCKER_HOST=unix://{d}/engine/docker.sock DOCKER_CONFIG={d}/engine/client "
+                               f"exec {engine.DOCKER} \"$@\"\n")
+            (d / "engine/client/cli-plugins").mkdir(parents=True)
+            os.symlink(self.root / "bin/docker-compose", d / "engine/client/cli-plugins/docker-compose")
         wrapper.chmod(0o755)
         shutil.copy(self.key.with_suffix(".pub"), d / "root/.ssh/authorized_keys")
         os.chmod(d / "root/.ssh/authorized_keys", 0o600)

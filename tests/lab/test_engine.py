@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import wait_until
 from tests.lab import engine
 from tests.lab.docker_texts import NO_SUCH_IMAGE, UNREACHABLE_REGISTRY
 from tests.lab.lab import LAB_BASE, Lab, ssh
@@ -92,6 +93,12 @@ def test_netmon_runs_on_real_containers_with_timescaledb(engine_lab):
     assert json.loads(health)["status"] == "ok"
     image = ssh(engine_lab, "lab1", "docker inspect --format '{{.Config.Image}}' netmon-backend").stdout.strip()
     assert image == "netmon-backend"  # built by compose from the site's backend/
+    # the backend's record of committed flow ids is on the site (the lab's runtime), and outlives the container
+    record = "wc -l < /root/netmon-lab/committed_flow_ids"
+    before = int(ssh(engine_lab, "lab1", record).stdout)
+    ssh(engine_lab, "lab1", "cd /root/netmon && docker compose up -d --force-recreate backend")
+    assert wait_until(lambda: int(ssh(engine_lab, "lab1", record).stdout) > before, timeout=60)
+    assert ssh(engine_lab, "lab1", "docker inspect --format '{{len .Mounts}}' netmon-backend").stdout.strip() == "0"
 
 
 def test_plain_image_missing_on_the_real_engine(engine_lab):
