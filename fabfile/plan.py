@@ -32,7 +32,8 @@ from .site_state import SiteState, dump_backups, probe_site, require_known, requ
 
 MODES = ("clean", "restore", "convert")
 #: facts every rollback plan needs read (an unknown one refuses the plan)
-PLAN_FACTS = ("databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb", "ps", "compose", "plain_image", "db")
+PLAN_FACTS = ("databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb", "ps", "compose", "plain_image", "db",
+              "containers")
 
 
 @dataclass
@@ -320,7 +321,7 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
 
     # the database must answer, and let us in, before anything else can be planned
     if not state.db_answers:
-        require_known(state, name, "ps", "compose", "db")
+        require_known(state, name, "ps", "compose", "containers", "db")
         if state.compose_timescale and state.container(site.db_container).status in ("missing", "exited", "created", "dead"):
             plan.steps.append(Step("start-db-as-is", "start the database as it is (TimescaleDB image) to work on it",
                                    stack.start_db(site), replan=True))

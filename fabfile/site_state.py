@@ -86,7 +86,7 @@ class SiteState:
         return "; ".join(f"{f}: {self.unknown[f]}" for f in facts if f in self.unknown)
 
     def container(self, name: str) -> Container:
-        return self.containers.get(name, Container(name, "missing"))
+        return self.containers.get(name, Container(name, "unknown" if "containers" in self.unknown else "missing"))
 
     @property
     def compose_timescale(self) -> bool:
@@ -183,7 +183,7 @@ def apply_host_lines(state: SiteState, text: str) -> None:
     state.plain_image = _known(state, "plain_image", docker.parse_plain_image(kv))
     state.timescale_image = _known(state, "timescale_image", docker.parse_timescale_image(kv))
     state.ps = _known(state, "ps", compose.parse_ps(kv, state.app_dir)) or []
-    state.containers = docker.parse_containers(kv)
+    state.containers = _known(state, "containers", docker.parse_containers(kv)) or {}
     if state.compose_text:
         state.db_image, state.db_command, state.build_services = compose.parse_services(state.compose_text)
 
@@ -314,6 +314,10 @@ def probe_site(runner, site: SiteSettings, deep: bool = False, extra: Extra | No
         if state.qa_check:
             state.qa_failed = _known(state, "qa", host.parse_qa(*host_part(out.stdout, "qa")))
     if not state.docker or not state.app_dir:
+        return state
+    if "containers" in state.unknown:
+        state.db_error = f"the state of {site.db_container} is unknown"
+        state.unknown["db"] = state.unknown["containers"]
         return state
     db = state.container(site.db_container)
     if db.status != "running":

@@ -194,8 +194,9 @@ def verify_state(runner, site: SiteSettings, state: SiteState, password: str | N
     checks: list[Check] = []
     names = list(site.containers.values())
     down = [f"{n}={state.container(n).status}" for n in names if state.container(n).status != "running"]
+    why = state.why("containers")
     checks.append(Check("all five containers running (runbook 1)", "5/5 running",
-                        "5/5 running" if not down else ", ".join(down), not down))
+                        f"unknown ({why})" if why else ("5/5 running" if not down else ", ".join(down)), not down))
     ext_app = state.extension.get(site.db_name)
     unknown = _unknown(state, "app")
     checks.append(Check(f"timescaledb extension in {site.db_name} (runbook 2)", "0",

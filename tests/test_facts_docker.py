@@ -35,6 +35,18 @@ def test_recorded_containers_of_a_rolled_back_site():
     assert got["netmon-backend"].started == pytest.approx(got["netmon-db"].started + 2.24, abs=0.01)
 
 
+def test_a_name_docker_lacks_is_missing_and_any_other_inspect_error_leaves_every_state_unknown():
+    """What docker inspect prints on stdout and stderr (the script keeps both): CLI 20.10's words."""
+    found = "inspect=/netmon-db|running|healthy|0|postgres:16-alpine|2026-12-01T10:00:00.5Z\n"
+    got = docker.parse_containers(keyed(found + "inspect=Error: No such object: netmon-nginx\n"))
+    assert list(got) == ["netmon-db"] and got["netmon-db"].status == "running"
+    assert docker.parse_containers(keyed("inspect=\ninspect=Error: No such object: netmon-db\n")) == {}
+    down = "inspect=Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n"
+    assert docker.parse_containers(keyed(down)) == Unknown(
+        "docker inspect failed: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?")
+
+
 def test_plain_image_found_missing_or_unknown():
     assert docker.parse_plain_image(keyed(recorded("host_probe_migrated.txt"))) is True
     assert docker.parse_plain_image(keyed("plain_image=no\n")) is False
@@ -65,4 +77,4 @@ def test_commands_name_the_site_containers_and_image_quoted():
     site = SiteSettings(plain_image="postgres:16 alpine")
     assert "docker image inspect --format '{{.Id}}' 'postgres:16 alpine'" in docker.plain_image_script(site)
     assert docker.inspect_script(site).endswith(
-        " netmon-db netmon-redis netmon-backend netmon-frontend netmon-nginx 2>/dev/null | sed 's/^/inspect=/'")
+        " netmon-db netmon-redis netmon-backend netmon-frontend netmon-nginx 2>&1 | sed 's/^/inspect=/'")

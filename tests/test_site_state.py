@@ -87,6 +87,21 @@ def test_a_docker_exec_that_fails_makes_every_database_fact_unknown():
     assert "Cannot connect to the Docker daemon" in state.unknown["db"] and not state.db_answers and not state.rolled_back
 
 
+def test_a_daemon_that_does_not_answer_makes_the_containers_and_the_database_unknown_not_missing():
+    """`docker compose version` works without the daemon; inspect then fails: no container may read
+    as missing (a plan would start one), and no database probe is sent."""
+    down = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+    host = "\n".join(ln for ln in recorded("host_probe_migrated.txt").splitlines()
+                     if not ln.startswith(("inspect=", "ps=")))
+    host += f"\ninspect={down}\nps={down}\nps=ps_rc=1\n"
+    c = FakeContext([(r"^sh -c .*docker compose version", host, 0)])
+    state = site_state.probe_site(Runner(c, "s1"), SiteSettings(name="s1"))
+    assert len(c.calls) == 1 and {"containers", "db", "ps"} <= set(state.unknown)
+    assert state.container("netmon-db").status == "unknown" and "Cannot connect" in state.unknown["db"]
+    with pytest.raises(PreflightError, match="containers: docker inspect failed: Cannot connect"):
+        site_state.require_known(state, "s1", "containers")
+
+
 @pytest.mark.parametrize("refusal, state_word", [
     ("Error response from daemon: Container 4f1d9c is restarting, wait until the container is running", "restarting"),
     ("Error response from daemon: Container 4f1d9c is not running", "not running"),

@@ -69,13 +69,25 @@ def exec_refused(text: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+#: docker's word for a name it does not have (CLI 20.10: "Error: No such object: X"; newer: "No such container")
+NO_SUCH = re.compile(r"No such (?:object|container): \S+", re.I)
+
+
 def inspect_script(site: SiteSettings) -> str:
+    """Every container's state; docker's errors come too (a name it lacks is missing, anything else
+    — the daemon down, no permission — leaves every state unknown)."""
     names = " ".join(q(n) for n in site.containers.values())
-    return f"docker inspect --format {q(INSPECT_FORMAT)} {names} 2>/dev/null | sed 's/^/inspect=/'"
+    return f"docker inspect --format {q(INSPECT_FORMAT)} {names} 2>&1 | sed 's/^/inspect=/'"
 
 
-def parse_containers(kv: dict[str, list[str]]) -> dict[str, Container]:
-    return parse_inspect("\n".join(kv.get("inspect", [])))
+def parse_containers(kv: dict[str, list[str]]) -> dict[str, Container] | Unknown:
+    """The containers docker described; a name it said it lacks is simply absent from them. Any
+    other error makes the whole fact unknown: docker did not say what runs."""
+    lines = kv.get("inspect", [])
+    errors = [ln.strip() for ln in lines if ln.strip() and "|" not in ln and not NO_SUCH.search(ln)]
+    if errors:
+        return Unknown(f"docker inspect failed: {errors[-1][:200]}")
+    return parse_inspect("\n".join(lines))
 
 
 def started_epoch(value: str) -> float | None:

@@ -99,6 +99,27 @@ def test_docker_missing_is_refused(lab):
     assert snapshot(lab, "lab2") == before
 
 
+def test_a_docker_daemon_that_does_not_answer_is_unknown_not_absent_and_every_change_refused(lab):
+    """`docker compose version` works without the daemon, so docker reads as installed; what it
+    cannot say (containers, compose ps, images) is unknown, never "missing": status says so, verify
+    fails, and rollback and reset refuse with one line, changing nothing."""
+    before = snapshot(lab, "lab2")
+    with lab.docker_daemon_unreachable("lab2"):
+        out = fab(lab, "lab2", "status")
+        assert "state partly unknown" in out.stdout and "Cannot connect to the Docker daemon" in out.stdout, out.stdout
+        assert re.search(r"netmon-db\s+unknown", out.stdout), out.stdout
+        out = fab(lab, "lab2", "verify")
+        assert out.returncode == 7 and re.search(r"all five containers running.*unknown \(containers: docker inspect "
+                                                 r"failed: Cannot connect", out.stdout), out.stdout
+        for task in (["rollback", "--mode=restore", "--yes"], ["rollback", "--mode=convert", "--yes"],
+                     ["reset", "--confirm=lab2"]):
+            out = fab(lab, "lab2", *task)
+            assert out.returncode == 3 and "cannot read the state of lab2" in out.stderr, (task, out.stdout[-1500:],
+                                                                                         out.stderr)
+            assert "Cannot connect to the Docker daemon" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert snapshot(lab, "lab2") == before
+
+
 def test_unknown_host_key_is_refused_before_any_command(lab, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +193,28 @@ class Lab:
             return json.loads((self.root / "lab.json").read_text()).get("engine", "standin")
         except (OSError, ValueError):
             return "standin"
+
+    @contextmanager
+    def docker_daemon_unreachable(self, name: str):
+        """Inside the block, docker on site NAME answers as when its daemon is down (the CLI's own
+        "Cannot connect to the Docker daemon" error; `docker compose version` still works): the
+        engine's socket moved aside (the daemon keeps running), or the stand-in told by a file."""
+        site = self.site(name)
+        if self.engine() == "docker":
+            sock = site.daemon().socket
+            aside = sock.with_name(sock.name + ".aside")
+            sock.rename(aside)
+            try:
+                yield
+            finally:
+                aside.rename(sock)
+            return
+        marker = site.dir / "docker" / "daemon-unreachable"
+        marker.touch()
+        try:
+            yield
+        finally:
+            marker.unlink()
 
     # -- up ----------------------------------------------------------------------------------
     def up(self, sites: int = 3, flows: int = 10_000, variants: list[str] | None = None, log=print,

@@ -17,6 +17,8 @@ from .templates import Template
 from .volumes import volume_info, volume_ls, volume_rm
 
 DOCKER_VERSION = "Docker version 27.5.1, build 9f9e405"
+#: what the CLI says, exit 1, for any command that needs the daemon when it does not answer
+DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 
 def cmd_inspect(site, args, kind=None):
@@ -81,7 +83,10 @@ def main(argv):
         lab, root = os.environ.get("NETMON_LAB"), os.environ.get("NETMON_LAB_SITE")
         if not lab or not root:
             raise DockerError("docker: NETMON_LAB and NETMON_LAB_SITE must be set (run it through the site's wrapper)")
-        return COMMANDS[argv[0]](Site(lab, root), argv[1:])
+        site = Site(lab, root)
+        if os.path.exists(site.path("daemon-unreachable")) and argv[:2] != ["compose", "version"]:
+            raise DockerError(DAEMON_DOWN)
+        return COMMANDS[argv[0]](site, argv[1:])
     except DockerError as err:
         sys.stdout.flush()
         if err.stdout:
