@@ -52,9 +52,9 @@ FAILURE_WIDTH = 110
 #: what a fresh cluster of the image holds before any data (template databases, WAL)
 CLUSTER_BYTES = 64 * 2**20
 CONF_FILES = ("postgresql.conf", "postgresql.auto.conf")
-#: steps of a rollback plan that act on the live stack or its files: never run by a rehearsal
 #: steps that free disk space (the rehearsal reads its peak before them)
 FREES_SPACE = ("drop-", "remove-", "clean-")
+#: steps of a rollback plan that act on the live stack or its files: never run by a rehearsal
 LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start-app", "start-rest")
 #: verify's checks that read the database alone (the others ask the live stack)
 DB_CHECKS = ("timescaledb extension in", "no timescaledb in any database", "flow_records exists", "is a plain table",
