@@ -510,6 +510,7 @@ def reset_plan(site: SiteSettings, pf: Preflight, ts: str, where: str | None = N
         plan.safety_dump, step = safety_dump_step(site, ts, portable=portable_or_plain(state, plain, plan.site, plan))
         plan.steps.append(step)
     else:
+        require_known(state, plan.site, "ps", "containers", "db")  # "does not answer" must be read, not assumed
         archive = f"{site.backup_dir}/netmon_volume_pre_reset_{ts}.tar.gz"
         plan.findings.append(f"the database does not answer ({state.db_error or 'not running'}): its volume's files are "
                              f"archived to {archive} instead of a dump")

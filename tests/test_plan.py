@@ -266,6 +266,13 @@ def test_reset_plan_dumps_stops_reverts_files_then_removes_the_volume():
     assert "(reset)" in plan.render().splitlines()[0]
 
 
+def test_reset_refuses_while_it_cannot_tell_whether_the_database_answers():
+    state = migrated(db_answers=False, containers={}, unknown={"containers": "docker inspect failed: Cannot connect to "
+                                                                            "the Docker daemon", "db": "x"})
+    with pytest.raises(PreflightError, match="cannot read the state of s1: .*Cannot connect to the Docker daemon"):
+        reset_plan(SITE, Preflight(state, revision="aaa"), TS)
+
+
 def test_reset_plan_without_a_database_archives_the_volume_first():
     state = migrated(db_answers=False, db_image="postgres:16-alpine", db_command="", mentions=[])
     plan = reset_plan(SITE, Preflight(state, revision="aaa"), TS)
