@@ -288,6 +288,15 @@ def known_true(state: SiteState, where: str, fact: str) -> bool:
     return getattr(state, fact) is True
 
 
+def start_db_with(site: SiteSettings, state: SiteState, ts: str, key: str, title: str, compose_text: str) -> list[Step]:
+    """A database that cannot start as it is: the files saved, the compose file rewritten, the db
+    started, and the rest planned from a new probe."""
+    return [*housekeeping_steps(site, state),
+            Step(key, title, [*files.save_commands(site, state, ts),
+                              files.write_file_command(site, "docker-compose.yml", compose_text), *stack.start_db(site)],
+                 replan=True, downtime=True)]
+
+
 def housekeeping_steps(site: SiteSettings, state: SiteState) -> list[Step]:
     """Before any change: stale partial files removed, the plain image made present."""
     steps = []
@@ -326,22 +335,16 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
             plan.steps.append(Step("start-db-as-is", "start the database as it is (TimescaleDB image) to work on it",
                                    stack.start_db(site), replan=True))
         elif not is_timescale_image(state.db_image) and known_true(state, name, "timescale_image"):
-            on_tsdb = files.compose_on_image(state.compose_text, site.timescale_image)
-            plan.steps.extend(housekeeping_steps(site, state))
-            plan.steps.append(Step("start-db-on-timescaledb", f"start the database on {site.timescale_image} again: its data "
-                                   "directory still preloads timescaledb, and only that image reads every chunk for the "
-                                   "safety copy (the compose file says the plain image)",
-                                   [*files.save_commands(site, state, ts),
-                                    files.write_file_command(site, "docker-compose.yml", on_tsdb), *stack.start_db(site)],
-                                   replan=True, downtime=True))
+            plan.steps.extend(start_db_with(site, state, ts, "start-db-on-timescaledb",
+                                            f"start the database on {site.timescale_image} again: its data directory still "
+                                            "preloads timescaledb, and only that image reads every chunk for the safety "
+                                            "copy (the compose file says the plain image)",
+                                            files.compose_on_image(state.compose_text, site.timescale_image)))
         else:
-            fallback = files.compose_without_preload(state.compose_text, site.plain_image)
-            plan.steps.extend(housekeeping_steps(site, state))
-            plan.steps.append(Step("fallback-start", "fallback: start the database on the plain image with "
-                                   "-c shared_preload_libraries= (it cannot run as it is)",
-                                   [*files.save_commands(site, state, ts),
-                                    files.write_file_command(site, "docker-compose.yml", fallback), *stack.start_db(site)],
-                                   replan=True, downtime=True))
+            plan.steps.extend(start_db_with(site, state, ts, "fallback-start",
+                                            "fallback: start the database on the plain image with "
+                                            "-c shared_preload_libraries= (it cannot run as it is)",
+                                            files.compose_without_preload(state.compose_text, site.plain_image)))
         return plan
     if state.databases.get(site.db_name) is False:
         plan.steps.append(Step("allow-connections", f"{site.db_name} refuses connections (a swap stopped half-way): "

@@ -150,8 +150,8 @@ def host_probe(site: SiteSettings, extra: Extra | None = None) -> Command:
         git.script(site),
         host.lock_script(site),
         host.journal_script(site),
-        docker.plain_image_script(site),
-        docker.timescale_image_script(site),
+        docker.image_script("plain_image", site.plain_image),
+        docker.image_script("timescale_image", site.timescale_image),
         compose.ps_script(site),
         docker.inspect_script(site),
     ])
@@ -180,8 +180,8 @@ def apply_host_lines(state: SiteState, text: str) -> None:
     state.files, state.mentions, state.qa_check = host.parse_app_files(kv)
     state.git, state.git_head, state.git_dirty, state.git_history = git.parse(kv)
     state.lock, state.journal = host.parse_lock(kv), host.parse_journal(kv)
-    state.plain_image = _known(state, "plain_image", docker.parse_plain_image(kv))
-    state.timescale_image = _known(state, "timescale_image", docker.parse_timescale_image(kv))
+    state.plain_image = _known(state, "plain_image", docker.parse_image(kv, "plain_image"))
+    state.timescale_image = _known(state, "timescale_image", docker.parse_image(kv, "timescale_image"))
     state.ps = _known(state, "ps", compose.parse_ps(kv, state.app_dir)) or []
     state.containers = _known(state, "containers", docker.parse_containers(kv)) or {}
     if state.compose_text:

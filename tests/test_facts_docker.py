@@ -48,9 +48,9 @@ def test_a_name_docker_lacks_is_missing_and_any_other_inspect_error_leaves_every
 
 
 def test_plain_image_found_missing_or_unknown():
-    assert docker.parse_plain_image(keyed(recorded("host_probe_migrated.txt"))) is True
-    assert docker.parse_plain_image(keyed("plain_image=no\n")) is False
-    assert docker.parse_plain_image(keyed("plain_image=unknown Cannot connect to the Docker daemon\n")) == Unknown(
+    assert docker.parse_image(keyed(recorded("host_probe_migrated.txt")), "plain_image") is True
+    assert docker.parse_image(keyed("plain_image=no\n"), "plain_image") is False
+    assert docker.parse_image(keyed("plain_image=unknown Cannot connect to the Docker daemon\n"), "plain_image") == Unknown(
         "docker image inspect failed: Cannot connect to the Docker daemon")
 
 
@@ -67,14 +67,15 @@ def test_the_image_script_run_by_a_real_shell_reads_dockers_answers(tmp_path, an
     fake.write_text(f"#!/bin/sh\necho {shlex.quote(answer)} >&2\nexit {code}\n" if code else
                     f"#!/bin/sh\necho {shlex.quote(answer)}\n")
     fake.chmod(0o755)
-    out = subprocess.run(["sh", "-c", docker.timescale_image_script(SiteSettings())], capture_output=True, text=True,
+    script = docker.image_script("timescale_image", SiteSettings().timescale_image)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True).stdout
-    assert docker.parse_timescale_image(keyed(out)) == found
-    assert docker.parse_timescale_image(keyed("")) is None  # the line never came: not "absent"
+    assert docker.parse_image(keyed(out), "timescale_image") == found
+    assert docker.parse_image(keyed(""), "timescale_image") is None  # the line never came: not "absent"
 
 
 def test_commands_name_the_site_containers_and_image_quoted():
     site = SiteSettings(plain_image="postgres:16 alpine")
-    assert "docker image inspect --format '{{.Id}}' 'postgres:16 alpine'" in docker.plain_image_script(site)
+    assert "docker image inspect --format '{{.Id}}' 'postgres:16 alpine'" in docker.image_script("plain_image", site.plain_image)
     assert docker.inspect_script(site).endswith(
         " netmon-db netmon-redis netmon-backend netmon-frontend netmon-nginx 2>&1 | sed 's/^/inspect=/'")

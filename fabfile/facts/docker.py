@@ -42,22 +42,6 @@ def parse_image(kv: dict[str, list[str]], key: str) -> bool | Unknown | None:
     return Unknown(f"docker image inspect failed: {why or 'no answer'}") if found is None else found
 
 
-def plain_image_script(site: SiteSettings) -> str:
-    return image_script("plain_image", site.plain_image)
-
-
-def timescale_image_script(site: SiteSettings) -> str:
-    return image_script("timescale_image", site.timescale_image)
-
-
-def parse_plain_image(kv: dict[str, list[str]]) -> bool | Unknown | None:
-    return parse_image(kv, "plain_image")
-
-
-def parse_timescale_image(kv: dict[str, list[str]]) -> bool | Unknown | None:
-    return parse_image(kv, "timescale_image")
-
-
 EXEC_REFUSED = re.compile(r"Container \S+ is (restarting|not running|paused)", re.I)
 
 
