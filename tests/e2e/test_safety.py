@@ -218,7 +218,7 @@ def test_connection_lost_mid_step_fails_naming_it_and_a_rerun_finishes(lab, tmp_
         after = snapshot(lab, "lab2")
         # (the portable copy's scratch database may be left half-made: the next copy drops it first)
         after["dbs"] = ",".join(d for d in after["dbs"].split(",") if not d.startswith("netmon_portable_"))
-        for key in ("dbs", "ext", "children", "preload", "files", "containers"):
+        for key in ("dbs", "ext", "chunked", "preload", "files", "containers"):
             assert after[key] == before[key], (cut.__name__, key)
         assert int(sql(lab, "lab2", "SELECT count(*) FROM flow_records")) >= flows
     # the same command again finishes the job
