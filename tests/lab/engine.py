@@ -25,12 +25,14 @@ by the recipe (packages, Dockerfiles, the stand-in files they copy). A site's da
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -451,27 +453,44 @@ def ensure_rootfs(log=print) -> Path:
     return tarball
 
 
-def build_images(rootfs: Path, tarball: Path) -> None:
-    """Import ROOTFS and build IMAGES on it with a daemon of its own (own network namespace), then
-    `docker save` them all into TARBALL (layers shared by several images are stored once)."""
+@contextlib.contextmanager
+def scratch_daemon(work: Path):
+    """A daemon of its own under WORK, in a network and mount namespace of its own (never this
+    machine's), for work on the cache: building the images, filling the layer store."""
     netns = f"nl-build-{os.getpid()}"
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=CACHE))
     sh("ip", "netns", "add", netns)
     holder = None
     try:
         holder = subprocess.Popen(
             ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-             f"set -e; ip link set lo up; {cgroup_mounts_script()}; mkdir {work}/etc-docker; "
+             f"set -e; ip link set lo up; {cgroup_mounts_script()}; mkdir -p {work}/etc-docker; "
              f"mount --bind {work}/etc-docker /etc/docker; mount -t tmpfs -o mode=755 run /run; "  # dockerd writes both
              "echo ready; exec sleep infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True)
         if holder.stdout.readline().strip() != "ready":
-            raise EngineError(f"the image builder's namespaces: {holder.stderr.read().strip()}")
+            raise EngineError(f"the cache's daemon's namespaces: {holder.stderr.read().strip()}")
         daemon = Daemon(work / "engine", ["nsenter", "-t", str(holder.pid), "--net", "--mount", "--root", "--wd", "--"],
                         f"/netmon-lab-build-{os.getpid()}")
         daemon.start()
         try:
+            yield daemon
+        finally:
+            daemon.stop()
+            remove_cgroups(daemon.cgroup_parent)
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        sh("ip", "netns", "del", netns, check=False)
+
+
+def build_images(rootfs: Path, tarball: Path) -> None:
+    """Import ROOTFS and build IMAGES on it with a scratch daemon, then `docker save` them all into
+    TARBALL (layers shared by several images are stored once)."""
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=CACHE))
+    try:
+        with scratch_daemon(work) as daemon:
             tree = work / "rootfs"
             tree.mkdir()
             sh("tar", "-C", str(tree), "--numeric-owner", "-xf", str(rootfs))
@@ -493,12 +512,60 @@ def build_images(rootfs: Path, tarball: Path) -> None:
                               env={**os.environ, "DOCKER_BUILDKIT": "0"})
             daemon.docker("save", "-o", str(work / "images.tar"), *IMAGES, timeout=1800)
             os.replace(work / "images.tar", tarball)
-        finally:
-            daemon.stop()
-            remove_cgroups(daemon.cgroup_parent)
     finally:
-        if holder is not None:
-            holder.kill()
-            holder.wait()
-        sh("ip", "netns", "del", netns, check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the layer store, shared read-only
+
+def layer_store() -> Path:
+    return CACHE / f"store-{recipe_key()}"
+
+
+def ensure_store(tarball: Path, log=print) -> Path:
+    """A daemon data root with TARBALL loaded, made once per recipe: each site's daemon starts on a
+    copy of it (seed_data_root) instead of loading the images itself."""
+    store = layer_store()
+    if (store / "overlay2").is_dir():
+        return store
+    with (CACHE / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (store / "overlay2").is_dir():
+            return store
+        started = time.monotonic()
+        work = Path(tempfile.mkdtemp(prefix=".store-", dir=CACHE))
+        try:
+            with scratch_daemon(work) as daemon:
+                daemon.docker("load", "-q", "-i", str(tarball), timeout=900)
+            shutil.rmtree(store, ignore_errors=True)
+            os.replace(work / "engine/data", store)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for stale in CACHE.glob("store-*"):
+            if stale != store and time.time() - stale.stat().st_mtime > STALE_AFTER:
+                shutil.rmtree(stale, ignore_errors=True)
+        log(f"engine: layer store made in {store} ({time.monotonic() - started:.0f}s)")
+    return store
+
+
+def seed_data_root(store: Path, data: Path) -> bool:
+    """Fill DATA (an empty data root) from STORE: the image layers' files hard-linked (overlayfs
+    only reads them as lower layers, and a site that removes an image unlinks its own names only),
+    everything else copied (the daemon's databases change in place). False when hard links cannot
+    reach DATA from STORE (another file system): the caller loads the images then."""
+    os.utime(store)
+    data.mkdir(parents=True, exist_ok=True)
+    if os.stat(store).st_dev != os.stat(data).st_dev:
+        return False
+    sh("cp", "-a", "--link", f"{store}/.", str(data))
+    for top, dirs, files in os.walk(data):
+        here = Path(top)
+        if here.parent.name == "overlay2" and here.parent.parent == data:
+            dirs[:] = [d for d in dirs if d != "diff"]  # a layer's own files: shared
+        for name in files:
+            path = here / name
+            if stat.S_ISREG(path.lstat().st_mode):  # not the daemon's own device node
+                copy = path.with_name(name + ".copy")
+                shutil.copy2(path, copy)
+                os.replace(copy, path)
+    return True

@@ -49,6 +49,7 @@ def engine_lab():
         pytest.fail("the engine lab needs root (network and mount namespaces)")
     lab = Lab("e" + secrets.token_hex(3))
     lab.network_before = machine_network_settings()
+    lab.store_before = tree_digest(engine.ensure_store(engine.ensure_images(log=lambda *_: None), log=lambda *_: None))
     try:
         lab.up(sites=2, flows=1000, variants=["migrated", "plain-image-missing"], log=lambda *_: None,
                engine_name="docker")
@@ -99,6 +100,22 @@ def test_netmon_runs_on_real_containers_with_timescaledb(engine_lab):
     ssh(engine_lab, "lab1", "cd /root/netmon && docker compose up -d --force-recreate backend")
     assert wait_until(lambda: int(ssh(engine_lab, "lab1", record).stdout) > before, timeout=60)
     assert ssh(engine_lab, "lab1", "docker inspect --format '{{len .Mounts}}' netmon-backend").stdout.strip() == "0"
+
+
+def tree_digest(top: Path) -> list[tuple]:
+    """Every file under TOP with its size, mode and modification time."""
+    return sorted((str(p.relative_to(top)), st.st_size, st.st_mode, st.st_mtime_ns)
+                  for p in top.rglob("*") for st in [p.lstat()])
+
+
+def test_sites_start_from_the_shared_layer_store_and_own_what_they_change(engine_lab):
+    store = engine.layer_store()
+    binary = next(store.glob("overlay2/*/diff/usr/lib/postgresql/15/bin/postgres"))
+    for site in engine_lab.sites():
+        data = site.daemon().dir / "data"
+        assert (data / binary.relative_to(store)).stat().st_ino == binary.stat().st_ino  # a layer: shared
+        assert (data / "volumes/metadata.db").stat().st_ino != (store / "volumes/metadata.db").stat().st_ino
+        assert "images linked from the layer store" in (site.dir / "build.log").read_text()
 
 
 def test_plain_image_missing_on_the_real_engine(engine_lab):
@@ -185,6 +202,7 @@ def test_down_leaves_nothing_and_the_machines_network_unchanged(engine_lab):
     leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, engine_lab.name)]
     assert leftovers == []
     assert machine_network_settings() == engine_lab.network_before
+    assert tree_digest(engine.layer_store()) == engine_lab.store_before  # no site changed the shared store
 
 
 def _cmdline_has(proc: Path, name: str) -> bool:
