@@ -12,6 +12,7 @@ memory an N-site engine lab holds (PSS of every process of the lab: daemons, shi
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from tests.lab import engine
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
                 t[eng, n] = up_down(lab, n, args.flows, eng, memory if (eng, n) == ("docker", args.sites) else None)
         if not args.no_cold:
             engine.images_tarball().unlink(missing_ok=True)
+            shutil.rmtree(engine.layer_store(), ignore_errors=True)
             if args.cold_rootfs:
                 for rootfs in engine.CACHE.glob("rootfs-*.tar"):
                     rootfs.unlink()
