@@ -6,6 +6,9 @@ UserKnownHostsFile (else ~/.ssh/known_hosts), StrictHostKeyChecking yes (default
 no, a connect timeout, and once open a keepalive that also detects a dead link
 (ServerAliveInterval / ServerAliveCountMax from ssh_config). Secrets never go through Fabric's inline env:
 nothing here (or in runner.py) passes ``env=`` to ``run``.
+
+Over a WAN each command's round trips are what a run costs: a hardened Connection runs commands
+through :class:`QuickRemote`, one round trip per command where Fabric needs two (three with stdin).
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
+from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from .errors import ConnectError, HostKeyError
 from .inventory import SiteSettings
@@ -91,6 +97,117 @@ def strict_mode(ssh_config: dict) -> str:
     return "yes"  # yes, ask (no prompts here), or anything unknown: strict
 
 
+def transport_lost(transport) -> bool:
+    """Has this SSH transport died? paramiko notes why (EOF, a socket error) before it closes the
+    channels and only then marks itself inactive: a command that sees its channel close can look
+    in between, and must not take a dying link for a live one."""
+    return not transport.is_active() or getattr(transport, "saved_exception", None) is not None
+
+
+class _Opening:
+    """A session channel being opened in the background (its CHANNEL_OPEN_CONFIRMATION is a round trip)."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.channel = None
+        self._thread = threading.Thread(target=self._open, name="netmon-spare-session", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        try:
+            self.channel = self.transport.open_session()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass  # a dead or refusing transport: the next command opens its own and reports why
+
+    def result(self):
+        """The channel if it opened and is still usable, else None (paramiko gives up when the transport dies)."""
+        self._thread.join()
+        chan = self.channel
+        return chan if chan is not None and chan.active and not chan.closed else None
+
+
+class Sessions:
+    """One spare session channel per connection, opened while the previous command runs, so that a
+    command's channel is already there when it starts (sshd allows 10 sessions per connection by
+    default: one spare, the running command and the lock's channel stay well under)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._spare: _Opening | None = None
+
+    def prime(self, transport) -> None:
+        with self._lock:
+            if self._spare is None or self._spare.transport is not transport:
+                self._spare = _Opening(transport)
+
+    def take(self, transport):
+        """A session channel on ``transport`` (the spare, else a new one), and the next spare started."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+            chan = spare.result() if spare is not None and spare.transport is transport else None
+            self._spare = None if transport_lost(transport) else _Opening(transport)
+        return chan if chan is not None else transport.open_session()
+
+
+def send_exec(channel, command: str) -> None:
+    """``channel.exec_command(command)`` without waiting for the server's answer: the output and the
+    exit status follow the request on the same channel, so waiting costs a round trip and tells
+    nothing they don't. The answer is still asked for: a refusal (CHANNEL_FAILURE) closes the
+    channel, and the command reads as exit -1 on a live connection, a failure."""
+    if channel.closed or channel.eof_received or channel.eof_sent or not channel.active:
+        raise paramiko.SSHException("Channel is not open")
+    m = paramiko.Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(channel.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    channel._event_pending()
+    channel.transport._send_user_message(m)
+
+
+class QuickRemote(Remote):
+    """Fabric's Remote runner, each command on the connection's spare session (:class:`Sessions`)
+    with its exec request not waited for (:func:`send_exec`). What it cannot speed up (a pty, an
+    environment, agent forwarding: the tool asks for none) runs as Fabric runs it."""
+
+    def start(self, command, shell, env, timeout=None):
+        sessions = getattr(getattr(self.context, "client", None), "_netmon_sessions", None)
+        if sessions is None or self.using_pty or env or self.context.forward_agent:
+            return super().start(command, shell, env, timeout)
+        self.channel = sessions.take(self.context.transport)
+        send_exec(self.channel, command)
+        return None
+
+    def refused(self) -> bool:
+        """The server answered the exec with CHANNEL_FAILURE: the channel closed with neither its success
+        (event_ready) nor an exit status, on a live transport (one that died closes it too)."""
+        chan = getattr(self, "channel", None)
+        return bool(chan is not None and chan.closed and not chan.event_ready and chan.exit_status == -1
+                    and not transport_lost(chan.transport))
+
+    def _write_proc_stdin(self, data):
+        if not self.refused():  # nothing reads a refused command's stdin
+            super()._write_proc_stdin(data)
+
+    def close_proc_stdin(self):
+        if not self.refused():
+            super().close_proc_stdin()
+
+    def kill(self):
+        self.killed = True  # invoke's timer kills; it then asks whether the timer's thread has ended: it may not have yet
+        super().kill()
+
+    @property
+    def timed_out(self) -> bool:
+        return getattr(self, "killed", False) or super().timed_out
+
+    def generate_result(self, **kwargs):
+        if self.refused():
+            kwargs["stderr"] = (kwargs.get("stderr") or "") + "the server refused to run the command\n"
+        return super().generate_result(**kwargs)
+
+
 def harden(c, connect_timeout: int | None = None, known_hosts: str | None = None):
     """Make Fabric Connection ``c`` check host keys and time out. A no-op for plain Contexts."""
     client = getattr(c, "client", None)
@@ -124,6 +241,8 @@ def harden(c, connect_timeout: int | None = None, known_hosts: str | None = None
     c.connect_kwargs.setdefault("banner_timeout", c.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     c.connect_kwargs.setdefault("auth_timeout", c.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     c.inline_ssh_env = False
+    c.config.runners.remote = QuickRemote
+    client._netmon_sessions = Sessions()
     client._netmon_hardened = True
     return c
 
@@ -151,6 +270,9 @@ def open_checked(c) -> None:
         raise ConnectError(f"cannot connect to {where}: {err} — check the address, port and sshd") from None
     if c.transport is not None:
         keep_alive(c.transport, *alive_settings(dict(getattr(c, "ssh_config", {}) or {})))
+        sessions = getattr(c.client, "_netmon_sessions", None)
+        if sessions is not None:
+            sessions.prime(c.transport)  # the first command's channel opens alongside the lock's
 
 
 def alive_settings(ssh_config: dict) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import paramiko
 from invoke.exceptions import CommandTimedOut, Failure, ThreadException, UnexpectedExit
 
 from .commands import Command
+from .connection import transport_lost
 from .errors import CommandFailed, ConnectError
 from .expect import judge
 from .report import Printer
@@ -239,7 +240,7 @@ class Runner:
     def connection_lost(self) -> bool:
         """Did the SSH transport under ``c`` die (a plain Context or a mock has none)?"""
         transport = getattr(self.c, "transport", None)
-        return transport is not None and not transport.is_active()
+        return transport is not None and transport_lost(transport)
 
     def _lost(self, command: Command, started: float, why: str, detail: str) -> None:
         out = Outcome(command.cmd, -1, "", detail, time.monotonic() - started)
