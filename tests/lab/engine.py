@@ -282,15 +282,15 @@ def check_engine() -> None:
                           f"root — run the lab in a mount namespace of its own (pivot_root), {STANDIN_HINT}")
 
 
-def in_plain_chroot() -> bool:
-    """A root other than init's in init's own mount namespace: what chroot(2) makes (pivot_root in
-    a new mount namespace does not count)."""
-    try:
-        same_namespace = os.readlink("/proc/self/ns/mnt") == os.readlink("/proc/1/ns/mnt")
-        ours, inits = os.stat("/"), os.stat("/proc/1/root/")
-        return same_namespace and (ours.st_dev, ours.st_ino) != (inits.st_dev, inits.st_ino)
-    except OSError:
-        return False
+def in_plain_chroot(mountinfo: str | None = None) -> bool:
+    """No mount is at this process's "/": chroot(2) into a directory (pivot_root needs a mount point,
+    so a root made with it always is one). MOUNTINFO: /proc/self/mountinfo's text (read if None)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return False
+    return not any(line.split()[4:5] == ["/"] for line in mountinfo.splitlines())
 
 
 def compose_plugin() -> Path | None:

@@ -212,12 +212,15 @@ def _cmdline_has(proc: Path, name: str) -> bool:
         return False
 
 
+PIVOTED = ("2262 2188 254:1 /var/tmp/fresh/root / rw,relatime - ext4 /dev/vda1 rw\n"
+           "2263 2262 0:5 / /proc rw,nosuid - proc proc rw\n")
+CHROOTED = "2263 2188 0:5 / /proc rw,nosuid - proc proc rw\n2264 2188 0:22 / /dev rw - tmpfs dev rw\n"
+
+
 def test_a_plain_chroot_is_refused_before_any_daemon_starts(monkeypatch):
-    real_stat = os.stat
-    other_root = real_stat("/tmp")  # what init's root looks like from inside a chroot: another directory
-    monkeypatch.setattr(os, "stat", lambda p, *a, **kw: other_root if p == "/proc/1/root/" else real_stat(p, *a, **kw))
-    assert engine.in_plain_chroot()
+    assert not engine.in_plain_chroot()  # this machine
+    assert not engine.in_plain_chroot(PIVOTED)  # a root made with pivot_root is a mount point
+    assert engine.in_plain_chroot(CHROOTED)  # a chroot into a directory: no mount at "/"
+    monkeypatch.setattr(engine, "in_plain_chroot", lambda: True)
     with pytest.raises(engine.EngineError, match=r"plain chroot.*NETMON_LAB_ENGINE=standin"):
         engine.check_engine()
-    monkeypatch.undo()
-    assert not engine.in_plain_chroot()
