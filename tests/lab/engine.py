@@ -449,13 +449,21 @@ def ensure_images(log=print) -> Path:
         rootfs = ensure_rootfs(log)
         log(f"engine: building the lab's images (recipe {recipe_key()})")
         build_images(rootfs, tarball)
-        # Other recipes' images: another worktree may still load one (its branch's recipe), so only
-        # those no lab used for a day go (removing them at once made parallel branches rebuild in turn).
-        for stale in CACHE.glob("images-*.tar"):
-            if stale != tarball and time.time() - stale.stat().st_mtime > STALE_AFTER:
-                stale.unlink()
+        remove_stale("images-*.tar", tarball)
         log(f"engine: images cached in {tarball} ({time.monotonic() - started:.0f}s)")
     return tarball
+
+
+def remove_stale(pattern: str, keep: Path) -> None:
+    """Other recipes' cache entries matching PATTERN: another worktree may still use one (its branch's
+    recipe), so only those no lab used for a day go (removing them at once made parallel branches
+    rebuild in turn)."""
+    for stale in CACHE.glob(pattern):
+        if stale != keep and time.time() - stale.stat().st_mtime > STALE_AFTER:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink()
 
 
 def ensure_rootfs(log=print) -> Path:
@@ -566,9 +574,7 @@ def ensure_store(tarball: Path, log=print) -> Path:
             os.replace(work / "engine/data", store)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for stale in CACHE.glob("store-*"):
-            if stale != store and time.time() - stale.stat().st_mtime > STALE_AFTER:
-                shutil.rmtree(stale, ignore_errors=True)
+        remove_stale("store-*", store)
         log(f"engine: layer store made in {store} ({time.monotonic() - started:.0f}s)")
     return store
 

@@ -129,7 +129,6 @@ class Lab:
             raise LabError(f"lab name {name!r} is not valid — use 1-8 lowercase letters or digits, starting with a letter")
         self.name = name
         self.root = LAB_BASE / name
-        self._store: Path | None = None  # engine docker: the layer store sites' data roots are seeded from
         self.run_dir = RUN_BASE if name == DEFAULT_NAME else RUN_BASE / name
 
     # -- paths the clients use -------------------------------------------------------------
@@ -241,7 +240,7 @@ class Lab:
             try:
                 engine.check_engine()
                 images = engine.ensure_images(log)
-                self._store = engine.ensure_store(images, log)
+                engine.ensure_store(images, log)
             except engine.EngineError as exc:
                 raise LabError(str(exc)) from None
         self.down(log=lambda *_: None)
@@ -368,7 +367,7 @@ class Lab:
         if images is not None:
             try:
                 daemon, started = site.daemon(), time.monotonic()
-                linked = engine.seed_data_root(self._store, daemon.dir / "data")
+                linked = engine.seed_data_root(engine.layer_store(), daemon.dir / "data")
                 seeded = time.monotonic()
                 daemon.start()
                 loading = time.monotonic()
