@@ -35,10 +35,21 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+#: records up to this size go in the command itself; bigger ones (a start record's plan) on stdin
+INLINE_MAX = 16 * 1024
+
+
 def append_command(backup_dir: str, records: list[dict]) -> Command:
+    """Append ``records``. Inline where they are small: sshd opens a session's input window only
+    when it answers the exec, so a command with stdin costs a second round trip, and a run appends
+    once a step. Records hold no secrets (the commands they name never do); a command line stays
+    far below Linux's 128 KiB limit for one argument."""
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     events = ", ".join(f"{r['event']}{' ' + str(r['i']) if 'i' in r else ''}" for r in records)
-    return Command(f"umask 077; cat >> {q(journal_path(backup_dir))}", what=f"journal: {events}", stdin=text,
+    path = q(journal_path(backup_dir))
+    if len(text.encode()) <= INLINE_MAX:
+        return Command(f"umask 077; printf %s {q(text)} >> {path}", what=f"journal: {events}")
+    return Command(f"umask 077; cat >> {path}", what=f"journal: {events}", stdin=text,
                    stdin_note=f"{len(records)} journal record(s)")
 
 

@@ -16,6 +16,7 @@ recreated), the old database dropped (only when a checked copy of it exists).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import convert, database, dumps, files, stack
@@ -560,10 +561,12 @@ class Applied:
 
 
 def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str | None = None, start: int = 1,
-               applied: Applied | None = None, end: int | None = None) -> Applied:
+               applied: Applied | None = None, end: int | None = None,
+               closing: Callable[[], list[dict]] | None = None) -> Applied:
     """Run the plan's steps from ``start`` (to ``end``, default the last) in order, printing each step's start, end and duration,
     and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
-    passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent."""
+    passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent.
+    ``closing``: the records that end the run, written with the last step's (one append, one round trip)."""
     applied = applied or Applied()
     total = len(plan.steps)
     pending: list[dict] = []
@@ -613,9 +616,11 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
         seconds = time.monotonic() - started
         runner.printer.progress(f"[{i}/{total}] done: {step.title} ({seconds:.1f}s)")
         note(event="step", i=i, key=step.key, state="done", seconds=round(seconds, 3))
-        if step.key == "drop-old" or i == total:
+        if step.key == "drop-old" and i < total:
             flush()
         applied.timeline.append(_entry(step, started_at, started, True, ""))
+    if closing is not None and journal_dir and not runner.dry_run:
+        pending.extend({"run": run_id, "at": jn.now_iso(), **record} for record in closing())
     flush()
     return applied
 

@@ -220,17 +220,16 @@ class _Run:
 
     def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
         self.plans.append(plan)
+        replanned = bool(plan.steps) and plan.steps[-1].replan
+
+        def closing() -> list[dict]:
+            return [*({"event": "kept", "db": db} for db in plan.kept), {"event": "end", "replanned": replanned}]
         try:
-            apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied)
+            apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied, closing=closing)
         except CommandFailed as err:
             if plan.undo and self.runner.step in plan.undo_steps:
                 raise self.undo(plan, run_id, err) from err
             raise
-        replanned = bool(plan.steps) and plan.steps[-1].replan
-        self.runner.step = "journal"
-        records = [{"run": run_id, "event": "kept", "db": db, "at": now_iso()} for db in plan.kept]
-        records.append({"run": run_id, "event": "end", "at": now_iso(), "replanned": replanned})
-        self.runner.must(append_command(self.site.backup_dir, records))
 
     def undo(self, plan: Plan, run_id: str, err: CommandFailed) -> CommandFailed:
         """A step that may be undone failed: undo, and end the run in the journal (a rerun plans anew)."""

@@ -1,4 +1,5 @@
 import json
+import subprocess
 
 from fabfile import journal
 
@@ -39,6 +40,15 @@ def test_a_replanned_run_resumes_its_latest_plan():
     assert [s["key"] for s in run.plan["steps"]] == ["x", "y"] and run.next_step == 2
 
 
-def test_records_go_on_stdin_not_the_command_line():
-    cmd = journal.append_command("/srv/bak up", [{"run": "r1", "event": "end"}])
-    assert cmd.cmd == "umask 077; cat >> '/srv/bak up/netmon_rollback_journal.jsonl'" and '"end"' in cmd.stdin
+def test_small_records_go_in_the_command_and_big_ones_on_stdin(tmp_path):
+    """Written by a real shell: quotes, newlines and $ in a record arrive as they were."""
+    odd = {"run": "r1", "event": "step", "i": 2, "state": "failed", "error": "it's $HOME `x` \\ \"q\"\nnext"}
+    small = journal.append_command(str(tmp_path), [odd, {"run": "r1", "event": "end"}])
+    assert small.stdin is None and small.cmd.startswith("umask 077; printf %s ")
+    big = journal.append_command(str(tmp_path), [{"run": "r1", "event": "start", "plan": {"x": "y" * journal.INLINE_MAX}}])
+    assert big.cmd == f"umask 077; cat >> {tmp_path}/netmon_rollback_journal.jsonl" and '"start"' in big.stdin
+    for cmd in (small, big):
+        subprocess.run(["sh", "-c", cmd.cmd], input=cmd.stdin, text=True, check=True)
+    written = journal.parse((tmp_path / "netmon_rollback_journal.jsonl").read_text().splitlines())
+    assert written[0] == odd and [r["event"] for r in written] == ["step", "end", "start"]
+    assert oct((tmp_path / "netmon_rollback_journal.jsonl").stat().st_mode & 0o777) == "0o600"
