@@ -19,6 +19,7 @@ from .commands import Command, Expect, ident, literal, q
 from .errors import CommandFailed, InputError, PreflightError
 from .expect import seal_output
 from .facts.dumps import Readback, TocEntry, parse_readback, parse_toc, toc_problems
+from .facts.parts import db_part, split_parts
 from .facts.postgres import EXT_SQL, TSDB_SQL, ext_count
 from .inventory import SiteSettings
 from .site_state import SiteState, apply_tsdb_rows
@@ -259,35 +260,59 @@ def archive_dbname(listing: str) -> str:
     return m.group(1) if m else ""
 
 
+CHECK_PARTS = ("size", "sidecar", "sha256", "list", "readback", "readback_err")
+
+
+def check_script(site: SiteSettings, path: str) -> str:
+    """Every read-only check of a dump file in one command (one round trip): its size, its recorded
+    sha256, its sha256, its table of contents and a read-back of it whole, each a part of its own
+    (``@@TAG`` … ``@@rc TAG N``, facts/parts.split_parts); the read-back's stderr (pg_restore's
+    verdict) is a part apart, so a table whose name says "error" is not taken for one."""
+    return "\n".join([
+        "e=$(mktemp 2>/dev/null) || e=/tmp/.netmon-readback.$$",
+        db_part("size", f"stat -c %s {q(path)}"),
+        db_part("sidecar", f"cat {q(path + '.sha256')}"),
+        db_part("sha256", cmds.sha256_of(path)),
+        db_part("list", cmds.dump_list(site, path)),
+        f"echo '@@readback'; {{ {cmds.dump_readback(site, path)}; }} 2>\"$e\"; echo \"@@rc readback $?\"",
+        "echo '@@readback_err'; cat \"$e\"; echo \"@@rc readback_err $?\"; rm -f \"$e\"",
+    ])
+
+
 def check_dump(runner, site: SiteSettings, path: str, instead: str = "give another dump with --dump") -> DumpInfo:
     """Read-only: is ``path`` (on the server) a whole pg_dump archive fit to restore? One-line
     :class:`InputError` otherwise, ending with ``instead`` (what to do)."""
     info = DumpInfo(path)
-    out = runner.run(Command(f"stat -c %s {q(path)}", what="dump size", changes=False, ok_codes=(0, 1)))
-    if not out.ok or not out.stdout.strip().isdigit():
+    out = runner.run(Command(f"sh -c {q(check_script(site, path))}", what="dump checks (size, sha256, listing, read-back)",
+                             changes=False, timeout=site.command_timeout))
+    parts = split_parts(out.stdout)
+    unread = [tag for tag in CHECK_PARTS if parts.get(tag, (None,))[0] is None]
+    if unread:  # the script did not finish: what the dump is, is unknown
+        detail = (out.stderr or out.stdout).strip().splitlines()
+        why = detail[-1][:200] if detail else f"exit {out.exited}"
+        raise PreflightError(f"could not check dump {path} on {runner.site} ({why}; unread: {', '.join(unread)}) — "
+                             "nothing was changed; rerun")
+    (size_rc, size), (side_rc, sidecar), (_, actual) = parts["size"], parts["sidecar"], parts["sha256"]
+    if size_rc != 0 or not "".join(size).strip().isdigit():
         raise InputError(f"dump {path} not found on {runner.site} — give an existing file with --dump "
                          f"(backups live in {site.backup_dir})")
-    info.size = int(out.stdout.strip())
+    info.size = int("".join(size).strip())
     # the recorded sha256 first: a file that changed since it was sealed is refused as such
-    sidecar = runner.run(Command(f"cat {q(path + '.sha256')}", what="recorded sha256", changes=False, ok_codes=(0, 1)))
-    actual = runner.run(Command(cmds.sha256_of(path), what="sha256 of dump", changes=False))
-    info.sha256 = actual.stdout.split()[0] if actual.stdout.split() else ""
-    if sidecar.ok and sidecar.stdout.split():
-        recorded = sidecar.stdout.split()[0]
+    info.sha256 = " ".join(actual).split()[0] if parts["sha256"][0] == 0 and " ".join(actual).split() else ""
+    if side_rc == 0 and " ".join(sidecar).split():
+        recorded = " ".join(sidecar).split()[0]
         if recorded != info.sha256:
             raise InputError(f"{path} does not match its recorded sha256 ({path}.sha256: {recorded[:12]}…, "
                              f"file: {info.sha256[:12]}…) — it changed since it was written; {instead}")
-    out = runner.run(Command(cmds.dump_list(site, path), what="list dump", changes=False, ok_codes=(0, 1)))
-    info.toc, listing = parse_toc(out.stdout), out.stdout
-    if not out.ok or not info.toc:
-        text = (out.stderr or out.stdout).strip().splitlines()
-        reason = text[-1] if text else "no table of contents"
+    list_rc, listing_lines = parts["list"]
+    listing = "\n".join(listing_lines) + "\n"
+    info.toc = parse_toc(listing)
+    if list_rc != 0 or not info.toc:
+        reason = listing_lines[-1].strip() if listing_lines else "no table of contents"
         if "valid archive" in reason or "magic" in reason or "not appear" in reason:
             raise InputError(f"{path} is not a pg_dump archive — give a file made with pg_dump -Fc")
         raise InputError(f"{path} cannot be read as a pg_dump archive ({reason}) — {instead}")
-    out = runner.run(Command(cmds.dump_readback(site, path), what="read dump back whole", changes=False,
-                             timeout=site.command_timeout))
-    info.readback = parse_readback(out.stdout, out.stderr)
+    info.readback = parse_readback("\n".join(parts["readback"][1]), "\n".join(parts["readback_err"][1]))
     if not info.readback.ok:
         reason = (info.readback.errors or ["it ends in the middle of a table"])[0]
         raise InputError(f"{path} is truncated or damaged ({reason}) — {instead}")

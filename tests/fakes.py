@@ -44,3 +44,23 @@ def probe_answers(host: str = "host_probe_migrated.txt", db: str = "db_probe_mig
         (r"^sh -c .*docker compose version", recorded(host), 0),
         (r"^docker exec netmon-db sh -c .*@@ready", recorded(db), 0),
     ]
+
+
+#: the regex of the one command that checks a dump file (fabfile/dumps.check_script)
+DUMP_CHECKS = r"(?s)^sh -c .*@@readback"
+MIN_TOC = "216; 1259 1 TABLE public flow_records netmon\n217; 0 1 TABLE DATA public flow_records netmon\n"
+
+
+def dump_checks(size: str | None = "2048", sidecar: str | None = None, sha256: str = "ab" * 32,
+                listing: str = MIN_TOC, readback: str = "rows public.flow_records 10\nend 0\n",
+                readback_err: str = "pg_restore_exit=0\n") -> str:
+    """What check_script prints, part by part (a part None: its command failed), as the recorded
+    real outputs in tests/recorded/dump_checks_*.txt have it."""
+    def part(tag: str, text: str | None, fail: str) -> str:
+        body, rc = (text, 0) if text is not None else (fail, 1)
+        return f"@@{tag}\n{body.rstrip(chr(10))}\n@@rc {tag} {rc}\n".replace("\n\n@@rc", "\n@@rc")
+    return (part("size", size, "stat: cannot statx: No such file or directory")
+            + part("sidecar", sidecar, "cat: x.sha256: No such file or directory")
+            + part("sha256", f"{sha256}  /root/x.dump", "")
+            + part("list", listing, "pg_restore: error: input file does not appear to be a valid archive")
+            + part("readback", readback, "") + part("readback_err", readback_err, ""))

@@ -13,7 +13,7 @@ from fabfile.errors import InputError, PreflightError
 from fabfile.facts.dumps import parse_toc
 from fabfile.inventory import SiteSettings
 from fabfile.runner import Runner
-from tests.fakes import FakeContext, probe_answers, recorded
+from tests.fakes import DUMP_CHECKS, FakeContext, dump_checks, probe_answers, recorded
 
 SITE = SiteSettings(name="s1", host="s1")
 FINAL = "/root/netmon_pre_rollback_20261201_101500.dump"
@@ -164,8 +164,7 @@ def test_probe_portable_reads_a_kept_database():
 def test_a_portable_copy_is_not_taken_for_a_pre_migration_backup():
     listing = ";\n;     dbname: netmon_portable_20261201_101500\n;\n" + recorded("toc_migrated_summary_cagg.txt")
     readback = "rows public.flow_records 10\nend 0\n"
-    c = FakeContext([(r"^stat -c", "1234\n", 0), (r"^cat .*sha256", "", 1), (r"^sha256sum", "ab  x\n", 0),
-                     (r"pg_restore -l", listing, 0), (r"pg_restore -f -", readback, 0, "pg_restore_exit=0\n")])
+    c = FakeContext([(DUMP_CHECKS, dump_checks(listing=listing, readback=readback), 0)])
     with pytest.raises(InputError, match="is not a pre-migration backup: it is a portable copy"):
         dumps.check_dump(Runner(c, "s1"), SITE, "/root/x.dump")
     assert dumps.archive_dbname(listing) == "netmon_portable_20261201_101500"
@@ -182,3 +181,44 @@ def test_a_hypertable_read_that_fails_half_way_fails_the_copy(tmp_path, read_exi
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "READ_EXIT": str(read_exit), "OUT": str(tmp_path / "written")}
     out = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
     assert out.returncode == expected and (tmp_path / "written").read_text() == "1\t2\n"
+
+
+RECORDED_DUMP = "/root/netmon_pre_tsdb_20261202_054111.dump"  # the summary-cagg lab site's backup, recorded
+
+
+def check(answer: str, path: str = RECORDED_DUMP):
+    c = FakeContext([(DUMP_CHECKS, answer, 0)])
+    return dumps.check_dump(Runner(c, "s1"), SITE, path), c
+
+
+def test_every_check_of_a_dump_is_one_command_and_reads_the_recorded_backup():
+    info, c = check(recorded("dump_checks_pre_migration.txt"))
+    assert len(c.commands) == 1 and info.size == 236017 and len(info.sha256) == 64
+    assert info.readback.ok and info.counts["public.flow_records"] > 0 and any(e.name == "flow_records" for e in info.toc)
+
+
+def test_a_truncated_dump_recorded_on_a_lab_site_is_refused_as_such():
+    with pytest.raises(InputError, match=r"is truncated or damaged \(pg_restore: error: could not read from input file"):
+        check(recorded("dump_checks_truncated.txt"))
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    (dump_checks(size=None), "not found on s1"),
+    (dump_checks(sidecar="cd" * 32 + "  x.dump"), "does not match its recorded sha256"),
+    (dump_checks(listing=None), "is not a pg_dump archive"),
+    (dump_checks(readback="rows public.errors 3\nend 0\n"), None),  # a table named "errors" is no error
+])
+def test_each_part_of_the_dump_check_decides_on_its_own_output(answer, message):
+    if message is None:
+        assert check(answer)[0].counts == {"public.errors": 3}
+    else:
+        with pytest.raises(InputError, match=message):
+            check(answer)
+
+
+def test_a_dump_check_cut_short_is_unknown_not_a_bad_dump():
+    """The script died part-way (the link dropped, the server killed it): the dump is not refused as
+    missing or damaged; the preflight stops with what was left unread."""
+    cut = recorded("dump_checks_pre_migration.txt").split("@@readback\n")[0]
+    with pytest.raises(PreflightError, match=r"could not check dump .* unread: readback, readback_err\) — nothing was changed"):
+        check(cut)

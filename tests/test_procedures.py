@@ -4,15 +4,11 @@ from fabfile.inventory import SiteSettings
 from fabfile.plan import RollbackOptions
 from fabfile.procedures import rollback_site, status_site
 from fabfile.report import Printer
-from tests.fakes import FakeContext, probe_answers, recorded
+from tests.fakes import DUMP_CHECKS, FakeContext, dump_checks, probe_answers, recorded
 
 DUMP = "/root/netmon_pre_tsdb_20261201_084211.dump"  # the recorded site's pre-migration backup
 DUMP_ANSWERS = [
-    (r"^stat -c %s", "2048\n", 0),
-    (r"pg_restore -l", "216; 1259 1 TABLE public flow_records netmon\n217; 0 1 TABLE DATA public flow_records netmon\n", 0),
-    (r"pg_restore -f -", "rows public.flow_records 10\nend 0\n", 0, "pg_restore_exit=0\n"),
-    (r"^cat .*\.sha256'?$", "", 1),
-    (r"^sha256sum", "ab" * 32 + "  /root/x.dump\n", 0),
+    (DUMP_CHECKS, dump_checks(), 0),
     (r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0),
 ]
 DEEP = [(r"'age'", "age|12\n", 0), (r"compose logs --tail=200 backend", "netmon-backend  | ok\n", 0)]
@@ -95,8 +91,7 @@ def test_truncated_newest_dump_names_the_older_one(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMON_AUDIT_DIR", str(tmp_path))
     backups = ("backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250102_000000.dump\n"
                "backup=2048|999000|nosha|/root/netmon_pre_tsdb_20250101_000000.dump\n")
-    truncated = (r"pg_restore -f -", "end 1\n", 0, "pg_restore: error: could not read from input file: end of file\n"
-                 "pg_restore_exit=1\n")
+    truncated = (r"(?s)^sh -c .*20250102_000000\.dump.*@@readback", recorded("dump_checks_truncated.txt"), 0)
     c = FakeContext([host(("backup=",), backups), truncated, *DUMP_ANSWERS, *probe_answers()])
     result = rollback_site(c, SiteSettings(name="s1"), RollbackOptions(mode="restore", yes=True),
                            printer=Printer("s1", quiet=True))
