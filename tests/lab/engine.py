@@ -579,20 +579,29 @@ def ensure_store(tarball: Path, log=print) -> Path:
     return store
 
 
-def seed_data_root(store: Path, data: Path) -> bool:
-    """Fill DATA (an empty data root) from STORE: the image layers' files hard-linked (overlayfs
-    only reads them as lower layers, and a site that removes an image unlinks its own names only),
-    everything else copied (the daemon's databases change in place). False when hard links cannot
-    reach DATA from STORE (another file system): the caller loads the images then."""
+def can_link(store: Path, where: Path) -> bool:
+    """Can files under WHERE be hard links to STORE's (one file system)?"""
+    return store.is_dir() and os.stat(store).st_dev == os.stat(where).st_dev
+
+
+def seed_data_root(store: Path, data: Path, source: Path | None = None) -> bool:
+    """Fill DATA (an empty data root) from SOURCE (default STORE, else a stopped site's data root):
+    the files of the image layers STORE holds hard-linked (overlayfs only reads them as lower layers,
+    and a site that removes an image unlinks its own names only), everything else copied (the
+    daemon's databases change in place; a container's own layer and a volume are the site's).
+    False when hard links cannot reach DATA from SOURCE (another file system): the caller loads
+    the images then."""
+    source = source or store
     os.utime(store)
     data.mkdir(parents=True, exist_ok=True)
-    if os.stat(store).st_dev != os.stat(data).st_dev:
+    if not can_link(source, data):
         return False
-    sh("cp", "-a", "--link", f"{store}/.", str(data))
+    shared = {d.name for d in (store / "overlay2").iterdir()}
+    sh("cp", "-a", "--link", f"{source}/.", str(data))
     for top, dirs, files in os.walk(data):
         here = Path(top)
-        if here.parent.name == "overlay2" and here.parent.parent == data:
-            dirs[:] = [d for d in dirs if d != "diff"]  # a layer's own files: shared
+        if here.parent.name == "overlay2" and here.parent.parent == data and here.name in shared:
+            dirs[:] = [d for d in dirs if d != "diff"]  # an image layer's own files: shared
         for name in files:
             path = here / name
             if stat.S_ISREG(path.lstat().st_mode):  # not the daemon's own device node

@@ -269,12 +269,23 @@ class Lab:
         for site in all_sites:
             self._make_host(site, images)
         log(f"lab {self.name}: {sites} site(s) have hosts and sshd ({time.monotonic() - started:.1f}s); building NetMon installs")
+        copies = clone_plan(variants) if images is not None and engine.can_link(engine.layer_store(), self.root) else {}
         with ThreadPoolExecutor(BUILD_WORKERS) as pool:
             futures = {pool.submit(self._build, site, variants[site.index - 1], flows, images, ingest_rate): site
-                       for site in all_sites}
+                       for site in all_sites if site.index not in copies}
             for fut, site in futures.items():
                 fut.result()
                 log(f"  {site.name}: {variants[site.index - 1]} ready ({time.monotonic() - started:.1f}s)")
+        groups: dict[int, list[Site]] = {}
+        for index, template in copies.items():
+            groups.setdefault(template, []).append(all_sites[index - 1])
+        with ThreadPoolExecutor(BUILD_WORKERS) as pool:
+            futures = {pool.submit(self._clone, all_sites[t - 1], group, variants[t - 1]): group for t, group in groups.items()}
+            for fut, group in futures.items():
+                fut.result()
+                for site in group:
+                    log(f"  {site.name}: {variants[site.index - 1]} ready, a copy of {all_sites[copies[site.index] - 1].name} "
+                        f"({time.monotonic() - started:.1f}s)")
         if latency_ms is not None:
             self._start_relay(all_sites, latency_ms, jitter_ms)
             log(f"lab {self.name}: SSH through a relay delaying {latency_ms:g} ms ± {jitter_ms:g} ms each way")
@@ -390,6 +401,38 @@ class Lab:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise LabError(f"{site.name} ({variant}): build failed — see {site.dir / 'build.log'}\n{tail}")
 
+    def _clone(self, template: Site, copies: list[Site], variant: str) -> None:
+        """Engine sites of one variant after the first are copies of it, not builds of their own: its
+        daemon stopped (its containers stop cleanly, their data consistent), its data root and /root
+        copied (image layers hard-linked from the store, the rest copied: containers, volumes, the
+        NetMon install, its dumps, the backend's record of committed flow ids, the database
+        password), then every daemon started; the containers start by their restart policy, as on a
+        server that rebooted. A build costs a site 60-90 s on a busy machine, a copy seconds."""
+        started = time.monotonic()
+        source = template.daemon().dir / "data"
+        template.daemon().stop()
+        try:
+            for site in copies:
+                if not engine.seed_data_root(engine.layer_store(), site.daemon().dir / "data", source=source):
+                    raise LabError(f"{site.name}: cannot link {source}'s layers — "
+                                   "the lab and the image cache need one file system")
+                for entry in (template.dir / "root").iterdir():
+                    if entry.name != ".ssh":
+                        sh("cp", "-a", str(entry), f"{site.dir / 'root'}/")
+                shutil.copy2(template.dir / "db_password", site.dir / "db_password")
+        finally:
+            template.daemon().start()
+        try:
+            for site in copies:
+                site.daemon().start()
+        except engine.EngineError as exc:
+            raise LabError(str(exc)) from None
+        for site in (template, *copies):
+            wait_ready(site, variant)
+        for site in copies:
+            (site.dir / "build.log").write_text(
+                f"engine: a copy of {template.name} ({variant}), made and started in {time.monotonic() - started:.1f}s\n")
+
     def _write_client_files(self, sites: list[Site]) -> None:
         """known_hosts, ssh_config and hosts.yml. Through a relay a site is 127.0.0.1:PORT: its key is
         filed under the site's name (ssh_config's HostKeyAlias, which ssh looks up without the port) and
@@ -499,6 +542,31 @@ def site_status(site: Site, variant: str) -> dict:
                       check=False, timeout=30)
     row["health"] = health.stdout.strip() or "no answer"
     return row
+
+
+def clone_plan(variants: list[str]) -> dict[int, int]:
+    """Site index → the index of the site it is a copy of: the first site of each variant is built,
+    the others of that variant are copies of it."""
+    first: dict[str, int] = {}
+    copies = {}
+    for index, variant in enumerate(variants, 1):
+        if variant in first:
+            copies[index] = first[variant]
+        else:
+            first[variant] = index
+    return copies
+
+
+def wait_ready(site: Site, variant: str, timeout: float = 120) -> None:
+    """Bounded: the site answers as its build left it (the backend's health; the database alone
+    where the backend crash-loops by design)."""
+    probe = ("docker exec netmon-db pg_isready -U netmon -d netmon" if variant == "backend-crashloop"
+             else "curl -sf -o /dev/null http://localhost:8000/api/health")
+    deadline = time.monotonic() + timeout
+    while site.run(probe, check=False, timeout=30).returncode != 0:
+        if time.monotonic() > deadline:
+            raise LabError(f"{site.name} ({variant}): not ready {timeout:.0f}s after its daemon started ({probe})")
+        time.sleep(0.5)
 
 
 def plan_variants(sites: int, variants: list[str] | None) -> list[str]:

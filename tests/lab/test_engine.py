@@ -51,8 +51,8 @@ def engine_lab():
     lab.network_before = machine_network_settings()
     lab.store_before = tree_digest(engine.ensure_store(engine.ensure_images(log=lambda *_: None), log=lambda *_: None))
     try:
-        lab.up(sites=2, flows=1000, variants=["migrated", "plain-image-missing"], log=lambda *_: None,
-               engine_name="docker")
+        lab.up(sites=3, flows=1000, variants=["migrated", "plain-image-missing", "migrated"], log=lambda *_: None,
+               engine_name="docker")  # lab3: a copy of lab1
         yield lab
     finally:
         lab.down(log=lambda *_: None)
@@ -115,7 +115,28 @@ def test_sites_start_from_the_shared_layer_store_and_own_what_they_change(engine
         data = site.daemon().dir / "data"
         assert (data / binary.relative_to(store)).stat().st_ino == binary.stat().st_ino  # a layer: shared
         assert (data / "volumes/metadata.db").stat().st_ino != (store / "volumes/metadata.db").stat().st_ino
-        assert "images linked from the layer store" in (site.dir / "build.log").read_text()
+        assert re.search(r"images linked from the layer store|a copy of lab1", (site.dir / "build.log").read_text())
+
+
+def test_a_second_site_of_a_variant_is_a_copy_of_the_first_that_lives_on_its_own(engine_lab):
+    copy, first = engine_lab.site("lab3"), engine_lab.site("lab1")
+    assert "engine: a copy of lab1 (migrated)" in (copy.dir / "build.log").read_text()
+    assert ssh(engine_lab, "lab3", "curl -s -o /dev/null -w '%{http_code}' localhost:8000/api/health").stdout == "200"
+    # what lab1's build made, lab3 holds: the install, its dump, the same database password
+    for path in ("root/netmon/docker-compose.yml", "root/netmon/.env", "db_password"):
+        assert (copy.dir / path).read_bytes() == (first.dir / path).read_bytes()
+    assert sorted(p.name for p in (copy.dir / "root").glob("netmon_pre_tsdb_*.dump")) == \
+        sorted(p.name for p in (first.dir / "root").glob("netmon_pre_tsdb_*.dump")) != []
+    # and then it is a server of its own: its volume, its daemon's files, its ingestion
+    source = ssh(engine_lab, "lab3", "docker inspect --format '{{range .Mounts}}{{.Source}} {{end}}' netmon-db").stdout
+    assert str(copy.daemon().dir / "data/volumes/netmon_postgres_data/_data") in source.split()
+    ssh(engine_lab, "lab3", f"{PSQL} 'CREATE TABLE copy_mark (x int)'")
+    assert ssh(engine_lab, "lab1", f"{PSQL} \"SELECT to_regclass('copy_mark') IS NULL\"").stdout.strip() == "t"
+    pg_version = "data/volumes/netmon_postgres_data/_data/PG_VERSION"
+    assert (copy.daemon().dir / pg_version).stat().st_ino != (first.daemon().dir / pg_version).stat().st_ino
+    record = "wc -l < /root/netmon-lab/committed_flow_ids"
+    before = int(ssh(engine_lab, "lab3", record).stdout)
+    assert wait_until(lambda: int(ssh(engine_lab, "lab3", record).stdout) > before, timeout=60)
 
 
 def test_plain_image_missing_on_the_real_engine(engine_lab):
