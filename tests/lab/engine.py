@@ -57,7 +57,7 @@ TRIM = ("usr/lib/x86_64-linux-gnu/libLLVM-*", "usr/lib/x86_64-linux-gnu/libz3.so
 BASE_TAG = "netmon-lab/base:bookworm"
 IMAGES = ("postgres:16-alpine", "timescale/timescaledb:latest-pg16", "python:3.12-slim", "redis:7-alpine",
           "nginx:alpine")
-START_TIMEOUT = 60  # seconds for a daemon to answer
+START_TIMEOUT = 120  # seconds for a daemon to answer (many start at once on a loaded machine)
 STOP_TIMEOUT = 30  # seconds for a daemon to stop its containers and exit
 STALE_AFTER = 86400  # seconds unused after which another recipe's cached images are removed
 BACKEND_REQUIREMENTS = ("fastapi", "uvicorn", "asyncpg", "pydantic", "passlib", "python-multipart", "psycopg2-binary",
@@ -360,9 +360,12 @@ class Daemon:
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.socket.exists() and self.docker("version", "--format", "{{.Server.Version}}",
-                                                    check=False, timeout=10).returncode == 0:
-                return
+            try:
+                if self.socket.exists() and self.docker("version", "--format", "{{.Server.Version}}",
+                                                        check=False, timeout=10).returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:
+                pass  # a loaded machine: ask again until the deadline
             time.sleep(0.2)
         tail = (self.dir / "dockerd.log").read_text(errors="replace")[-1500:]
         raise EngineError(f"dockerd in {self.dir} did not answer within {START_TIMEOUT}s:\n{tail}")
@@ -370,18 +373,20 @@ class Daemon:
     def pid(self) -> int | None:
         return live_pid(self.dir / "dockerd.pid")
 
-    def stop(self) -> None:
-        """SIGTERM: dockerd stops its containers (their stop signals and timeouts) and exits."""
+    def stop(self) -> bool:
+        """SIGTERM: dockerd stops its containers (their stop signals and timeouts) and exits. False
+        when it still runs after STOP_TIMEOUT."""
         pid = self.pid()
         if pid is None:
-            return
+            return True
         try:
             os.kill(pid, 15)
         except ProcessLookupError:
-            return
+            return True
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and alive(pid):  # a zombie (a child of this process) has exited
             time.sleep(0.1)
+        return not alive(pid)
 
 
 def live_pid(pid_file: Path) -> int | None:

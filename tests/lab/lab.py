@@ -410,7 +410,8 @@ class Lab:
         server that rebooted. A build costs a site 60-90 s on a busy machine, a copy seconds."""
         started = time.monotonic()
         source = template.daemon().dir / "data"
-        template.daemon().stop()
+        if not template.daemon().stop():  # a data root is copied only from a daemon that has stopped
+            raise LabError(f"{template.name}: its dockerd did not stop within {engine.STOP_TIMEOUT}s, so no copy of it was made")
         try:
             for site in copies:
                 if not engine.seed_data_root(engine.layer_store(), site.daemon().dir / "data", source=source):
