@@ -38,7 +38,7 @@ $(VENV)/.compose: $(VENV)/.installed
 	@touch $@
 
 test: setup
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The lab on a real Docker Engine (first run on a machine builds the images: about 5 minutes).
 test-engine: setup

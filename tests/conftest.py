@@ -9,32 +9,17 @@ import pytest
 
 from tests.lab.lab import Lab
 
-#: The modules that take longest, longest first (each alone on the real engine, 2026-12-01: 949, 804,
-#: 580 s, then test_lab's 13 variants, 343, 288, 213, 180 s). Work units go to the workers in this
-#: order (make test passes --no-loadscope-reorder), so the long ones start together at once instead
-#: of after the many short modules that xdist's own order (most tests first) puts ahead of them.
-LONGEST_FIRST = ["tests/e2e/test_rollback.py", "tests/e2e/test_state_machine.py", "tests/e2e/test_convert.py",
-                 "tests/lab/test_lab.py", "tests/e2e/test_rehearse.py", "tests/e2e/test_safety.py",
-                 "tests/e2e/test_fleet.py", "tests/e2e/test_dumps.py"]
-
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under xdist's loadgroup every module is one work unit (its module-scoped lab is made once),
-    unless its tests name an xdist_group of their own (a module with two labs may split in two);
-    the units are ordered longest first (:data:`LONGEST_FIRST`). Without xdist nothing changes."""
+    unless its tests name an xdist_group of their own (a module with two labs may split in two).
+    Without xdist nothing changes."""
     if not getattr(config.option, "loadgroup", False):  # set by xdist in its workers
         return
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    items.sort(key=longest_first)
-
-
-def longest_first(item) -> int:
-    """Sort key: a module's place in :data:`LONGEST_FIRST`, the rest after it (the sort is stable)."""
-    path = item.nodeid.split("::", 1)[0]
-    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 @pytest.fixture(scope="module")
