@@ -52,7 +52,8 @@ FAILURE_WIDTH = 110
 #: what a fresh cluster of the image holds before any data (template databases, WAL)
 CLUSTER_BYTES = 64 * 2**20
 CONF_FILES = ("postgresql.conf", "postgresql.auto.conf")
-#: steps that free disk space (the rehearsal reads its peak before them)
+#: steps that free disk space (the rehearsal reads its peak before them, and before every downtime step:
+#: convert-switch drops the originals its copies replace, swap the database the side one replaces)
 FREES_SPACE = ("drop-", "remove-", "clean-")
 #: steps of a rollback plan that act on the live stack or its files: never run by a rehearsal
 LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start-app", "start-rest")
@@ -215,9 +216,13 @@ def disk_probe(site: SiteSettings) -> Command:
 
 
 def peaks_after(plan: Plan, i: int) -> bool:
-    """Is the disk at a peak after step ``i`` (1-based)? Only steps that drop or remove free space,
-    so the peak is read before each of them and at the end (a round trip per sample, not per step)."""
-    return i == len(plan.steps) or plan.steps[i].key.startswith(FREES_SPACE)
+    """Is the disk at a peak after step ``i`` (1-based)? Before a step that drops or removes, and before
+    every downtime step (convert-switch and swap free what their copies replace), so the peak is read
+    before each of them and at the end (a round trip per sample, not per step)."""
+    if i == len(plan.steps):
+        return True
+    step = plan.steps[i]
+    return step.downtime or step.key.startswith(FREES_SPACE)
 
 
 # --- the plan -------------------------------------------------------------------------------

@@ -102,13 +102,19 @@ def test_cleanup_starts_a_backend_an_interrupted_restart_left_stopped_then_remov
 
 
 def test_the_disk_is_sampled_before_each_step_that_frees_space_and_at_the_end():
-    for mode in ("clean", "restore", "convert"):
+    def sampled(mode):
         _, rehearsal, _ = plans(mode)
         keys = [s.key for s in rehearsal.steps]
-        sampled = [keys[i - 1] for i in range(1, len(keys) + 1) if rh.peaks_after(rehearsal, i)]
+        return keys, [keys[i - 1] for i in range(1, len(keys) + 1) if rh.peaks_after(rehearsal, i)]
+    for mode in ("clean", "restore", "convert"):
+        keys, after = sampled(mode)
         frees = [i for i, k in enumerate(keys) if k.startswith(rh.FREES_SPACE)]
-        assert sampled[-1] == keys[-1] and len(sampled) < len(keys), (mode, keys, sampled)
-        assert all(keys[i - 1] in sampled for i in frees if i > 0), (mode, keys, sampled)
+        assert after[-1] == keys[-1] and len(after) < len(keys), (mode, keys, after)
+        assert all(keys[i - 1] in after for i in frees if i > 0), (mode, keys, after)
+    # convert's peak: the copies beside the originals, after convert-check, before convert-switch drops them
+    assert sampled("convert")[1] == ["convert-check", "convert-switch", "start-db"]
+    # restore's: the side database beside the live one, before the switch and the swap; before drop-old
+    assert sampled("restore")[1] == ["convert-check", "convert-switch", "swap", "copy-old", "drop-old"]
 
 
 def test_the_predicted_downtime_is_a_lower_bound_until_the_restart_is_measured():
