@@ -238,3 +238,19 @@ def test_too_little_disk_is_refused_through_rehearse_before_anything_starts():
     assert need.group(1) != need.group(2) and "nothing was started" in err.value.message
     sent = [cmd for cmd in c.commands if not re.match(r"sh -c 'docker compose version|docker exec netmon-db sh -c ", cmd)]
     assert sent and not any(re.search(r"docker (run|rm|cp|volume rm|image inspect)|mkdir|pg_dump", cmd) for cmd in sent)
+
+
+def test_the_predicted_downtime_is_measured_plus_estimated_parts_when_the_restart_is_estimated():
+    report = {"timeline": [{"key": "convert-switch", "seconds": 0.4, "downtime": True, "ok": True}],
+              "tables": [], "checks": [], "not_rehearsed": [], "peak_disk": MiB, "disk_needed": 2 * MiB,
+              "predicted_downtime": 1.5, "downtime_measured": 0.4, "downtime_estimated": 1.1, "restart_measured": False,
+              "restart_estimate": {"seconds": 1.1, "stop": 0.0, "start": 0.2, "commands": 0.9, "how": "its log"},
+              "passed": True, "mode": "convert", "site": "s1"}
+    text = rh.render(report)
+    assert "predicted downtime: 1.5s (0.4s measured on the copy + 1.1s estimated), the database steps inside the " \
+           "window, measured on the copy, plus the live backend's stop and start, estimated read-only" in text
+    assert "the backend's stop and start, estimated: stop 0.00s, start 0.20s, commands 0.90s (its log)" in text
+    assert rh.downtime_text(report) == "1.5s"
+    unknown = {**report, "downtime_estimated": None, "predicted_downtime": 0.4,
+               "restart_estimate": {**report["restart_estimate"], "seconds": None, "start": None}}
+    assert rh.downtime_text(unknown) == "≥0.4s" and "start unknown" in rh.render(unknown)

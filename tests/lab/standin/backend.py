@@ -458,10 +458,12 @@ def main() -> None:
     Worker("rollup", cfg, stop, ROLLUP_EVERY, rollup).start()
     Worker("timescaledb-jobs", cfg, stop, JOBS_EVERY, run_jobs).start()
     server = serve(cfg)
+    log.info("Application startup complete.")  # uvicorn's line once the app serves, as NetMon's backend logs it
     while not stop.wait(1):
         pass
-    log.info("shutting down")
+    log.info("Shutting down")  # uvicorn's lines around its stop
     server.shutdown()
+    log.info("Application shutdown complete.")
     sys.exit(0)
 
 
