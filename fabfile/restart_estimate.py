@@ -14,13 +14,14 @@ it reads what they will cost:
   it kills (``Config.StopTimeout``, 10 s by default);
 - the four commands' own cost (the round trip, compose reading the project, a docker exec, the
   health probe): each timed once through read-only twins (``docker compose ps``, a ``SELECT`` on the
-  live database, one GET of /api/health).
+  live database, one GET of /api/health), each the median of three.
 
 Any part that cannot be read makes the estimate unknown (the prediction stays a lower bound).
 """
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime
 
 from . import commands as cmds
@@ -34,6 +35,8 @@ STOP_LINES = ("Shutting down", "Application shutdown complete.")
 DEFAULT_STOP_TIMEOUT = 10
 SIGTERM_BIT = 1 << (15 - 1)
 SEP = "@@logs"
+#: each twin is timed this many times and its median taken (one sample swings with the server's load)
+TWIN_SAMPLES = 3
 
 
 def probe(site: SiteSettings) -> Command:
@@ -48,14 +51,14 @@ def probe(site: SiteSettings) -> Command:
                    ok_codes=tuple(range(256)))
 
 
-def twins(site: SiteSettings) -> list[Command]:
-    """Read-only commands that cost what the real stop's and start's commands cost but for the app's own work:
-    compose (stop, then up), the live database's exec (the sessions ended), the health GET."""
-    compose = Command(cmds.compose(site, "ps", "-q", "backend"), what="time docker compose (read-only)", changes=False)
-    return [compose, compose,
-            Command(cmds.psql(site, "SELECT count(*) FROM pg_stat_activity", db="postgres"),
-                    what="time a docker exec on the live database (read-only)", changes=False),
-            Command(cmds.curl_status(stack.health_url(site), 2), what="time one GET of /api/health", changes=False)]
+def twins(site: SiteSettings) -> list[tuple[Command, int]]:
+    """Read-only commands that cost what the real stop's and start's commands cost but for the app's own work,
+    each with how many of the real run's commands it stands for: compose (stop, then up), the live
+    database's exec (the sessions ended), the health GET."""
+    return [(Command(cmds.compose(site, "ps", "-q", "backend"), what="time docker compose (read-only)", changes=False), 2),
+            (Command(cmds.psql(site, "SELECT count(*) FROM pg_stat_activity", db="postgres"),
+                     what="time a docker exec on the live database (read-only)", changes=False), 1),
+            (Command(cmds.curl_status(stack.health_url(site), 2), what="time one GET of /api/health", changes=False), 1)]
 
 
 def stamp(text: str) -> datetime | None:
@@ -126,8 +129,9 @@ def estimate(runner, site: SiteSettings) -> dict:
     """{"seconds" (None when unknown), "start", "stop", "commands", "how"}: read-only on the live site."""
     facts = parse(runner.run(probe(site)).stdout)
     start, (stop, how) = app_start(facts), app_stop(facts)
-    timed = [runner.run(c) for c in twins(site)]
-    commands = round(sum(o.duration for o in timed), 3) if all(o.exited == 0 for o in timed[:3]) else None
+    timed = [([runner.run(c) for _ in range(TWIN_SAMPLES)], n) for c, n in twins(site)]
+    ok = all(o.exited == 0 for runs, _ in timed[:2] for o in runs)
+    commands = round(sum(n * statistics.median(o.duration for o in runs) for runs, n in timed), 3) if ok else None
     parts = {"start": None if start is None else round(start, 3), "stop": None if stop is None else round(stop, 3),
              "commands": commands}
     known = None not in parts.values()
