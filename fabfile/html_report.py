@@ -25,6 +25,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from . import restart_estimate
 from .report import human_size
 from .runner import default_log_dir
 
@@ -226,7 +227,8 @@ def _rehearsal_html(data: dict) -> str:
     else:
         how = "a lower bound: the database steps measured on the copy; the backend's stop and start not known"
     est = data.get("restart_estimate") if isinstance(data.get("restart_estimate"), dict) else {}
-    parts = ", ".join(f"{k} {est[k]:.2f}s" if _num(est.get(k)) else f"{k} {NOT_RECORDED}" for k in ("stop", "start", "commands"))
+    parts = ", ".join(f"{k} {est[k]:.2f}s" if _num(est.get(k)) else f"{k} {NOT_RECORDED}"
+                      for k in restart_estimate.PARTS if k in est)
     out = ["<h3>Rehearsal</h3>",
            f'<p class="predicted">predicted downtime: <b>{_text(f"{down:.1f}s" if _num(down) else None)}</b> ({escape(how)})</p>']
     if est:

@@ -388,7 +388,7 @@ def render(report: dict) -> str:
     est = report.get("restart_estimate") or {}
     if est:
         parts = ", ".join(f"{k} {est[k]:.2f}s" if est.get(k) is not None else f"{k} unknown"
-                          for k in ("stop", "start", "commands"))
+                          for k in restart_estimate.PARTS if k in est)
         lines.append(f"the backend's stop and start, estimated: {parts} ({est.get('how', '')})")
     lines.append(f"peak disk: {human_size(report['peak_disk'])} (checked before: about {human_size(report['disk_needed'])})")
     lines.append(f"predicted downtime: {downtime_text(report)}{downtime_parts(report)}, {DOWNTIME_WHAT[downtime_kind(report)]}")
