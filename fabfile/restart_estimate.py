@@ -8,9 +8,6 @@ it reads what they will cost:
 - the app's start: from the live backend's last start, ``State.StartedAt`` to its first
   "Application startup complete." log line after it (uvicorn's line, which NetMon's backend prints
   once it serves);
-- docker's creation and start of the container: from its ``Created`` to its ``StartedAt``, when it
-  was started right after it was created (compose up recreates the backend the reverted files
-  were built for), else not counted;
 - the app's stop: a stop in its log ("Shutting down" to "Application shutdown complete.", uvicorn's
   lines) when there is one; else none when the process exits on the stop signal (it catches SIGTERM,
   read from /proc/PID/status, or runs under ``init``); else the stop timeout docker waits before
@@ -34,14 +31,12 @@ from .inventory import SiteSettings
 
 READY_LINE = "Application startup complete."
 STOP_LINES = ("Shutting down", "Application shutdown complete.")
-#: the estimate's parts, in the order the real run meets them
-PARTS = ("stop", "create", "start", "commands")
 #: docker stop's wait before SIGKILL when the container sets none
 DEFAULT_STOP_TIMEOUT = 10
 SIGTERM_BIT = 1 << (15 - 1)
 SEP = "@@logs"
-#: a container started later than this after its creation was started again since: its creation says nothing
-FRESH_START = 60
+#: the estimate's parts, in the order the real run meets them
+PARTS = ("stop", "start", "commands")
 #: each twin is timed this many times and its median taken (one sample swings with the server's load)
 TWIN_SAMPLES = 3
 
@@ -49,7 +44,7 @@ TWIN_SAMPLES = 3
 def probe(site: SiteSettings) -> Command:
     """The live backend's start time, pid, init, stop timeout, caught signals and its start and stop log lines."""
     b = q(site.backend_container)
-    fmt = q("{{.State.StartedAt}}|{{.State.Pid}}|{{.HostConfig.Init}}|{{.Config.StopTimeout}}|{{.Created}}")
+    fmt = q("{{.State.StartedAt}}|{{.State.Pid}}|{{.HostConfig.Init}}|{{.Config.StopTimeout}}")
     lines = " ".join(f"-e {q(x)}" for x in (READY_LINE, *STOP_LINES))
     return Command(f"i=$(docker inspect -f {fmt} {b}) && echo \"$i\" && p=${{i#*|}} && p=${{p%%|*}} && "
                    "(grep '^SigCgt:' \"/proc/$p/status\" 2>/dev/null || echo 'SigCgt: unknown') && "
@@ -100,7 +95,6 @@ def parse(out: str) -> dict:
             lines.append((when, text))
     timeout = fields[3] if len(fields) > 3 else ""
     return {"started": stamp(fields[0]) if fields else None, "pid": fields[1] if len(fields) > 1 else None,
-            "created": stamp(fields[4]) if len(fields) > 4 else None,
             "init": (fields[2] == "true") if len(fields) > 2 else None,
             "stop_timeout": int(timeout) if timeout.isdigit() else None, "sigterm": caught, "lines": lines}
 
@@ -112,14 +106,6 @@ def app_start(facts: dict) -> float | None:
         return None
     ready = [t for t, text in facts["lines"] if READY_LINE in text and t >= started]
     return (ready[0] - started).total_seconds() if ready else None
-
-
-def create_start(facts: dict) -> float | None:
-    """Seconds docker took from creating the container to starting it; None when it was started again since."""
-    if not facts["started"] or not facts.get("created"):
-        return None
-    took = (facts["started"] - facts["created"]).total_seconds()
-    return took if 0 <= took <= FRESH_START else None
 
 
 def app_stop(facts: dict) -> tuple[float | None, str]:
@@ -145,18 +131,14 @@ def estimate(runner, site: SiteSettings) -> dict:
     """{"seconds" (None when unknown), "start", "stop", "commands", "how"}: read-only on the live site."""
     facts = parse(runner.run(probe(site)).stdout)
     start, (stop, how) = app_start(facts), app_stop(facts)
-    create = create_start(facts)
     timed = [([runner.run(c) for _ in range(TWIN_SAMPLES)], n) for c, n in twins(site)]
     ok = all(o.exited == 0 for runs, _ in timed[:2] for o in runs)
     commands = round(sum(n * statistics.median(o.duration for o in runs) for runs, n in timed), 3) if ok else None
     parts = {"start": None if start is None else round(start, 3), "stop": None if stop is None else round(stop, 3),
              "commands": commands}
     known = None not in parts.values()
-    parts["create"] = None if create is None else round(create, 3)  # not counted when None: see create_start
     why = ("the app's start from its last start to its first '" + READY_LINE + "' line" if start is not None
            else "no '" + READY_LINE + "' line after its last start")
-    return {"seconds": round(sum(v for v in parts.values() if v is not None), 3) if known else None, **parts,
+    return {"seconds": round(sum(parts.values()), 3) if known else None, **parts,
             "how": f"{why}; its stop: {how}; the commands timed by read-only twins"
-                   + ("" if commands is not None else " (they failed)")
-                   + ("; docker's creation and start from its Created and StartedAt" if create is not None else
-                      "; docker's creation and start not counted (the container was started again since)")}
+                   + ("" if commands is not None else " (they failed)")}

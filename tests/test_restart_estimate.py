@@ -63,15 +63,3 @@ def test_an_unreadable_part_makes_the_estimate_unknown():
     assert est["commands"] is None and est["seconds"] is None
     est = re_est.estimate(Runner(FakeContext(answers("Error: No such object: netmon-backend\n")), "s1"), SITE)
     assert est["seconds"] is None
-
-
-def test_dockers_creation_and_start_count_only_for_a_container_started_right_after_it_was_made():
-    fresh = ANSWER.replace("|<no value>|<no value>\n", "|<no value>|<no value>|2026-12-02T06:29:20.416181Z\n", 1)
-    facts = re_est.parse(fresh)
-    assert re_est.create_start(facts) == pytest.approx(0.2)
-    est = re_est.estimate(Runner(FakeContext(answers(fresh)), "s1"), SITE)
-    assert est["create"] == pytest.approx(0.2) and est["seconds"] == pytest.approx(0.18 + 0.45 + 0.2 + est["commands"],
-                                                                                    abs=0.002)
-    old = fresh.replace("2026-12-02T06:29:20.416181Z\n", "2026-11-30T06:29:20.416181Z\n")
-    est = re_est.estimate(Runner(FakeContext(answers(old)), "s1"), SITE)
-    assert est["create"] is None and est["seconds"] is not None and "not counted" in est["how"]
