@@ -113,7 +113,7 @@ def killed_as(proc, line: re.Pattern, bound: float = 300) -> str:
         proc.communicate(timeout=30)
     finally:
         timer.cancel()
-    assert proc.returncode == -9 and line.search("".join(seen)), "".join(seen)[-2000:]
+    assert proc.returncode == -9 and any(line.search(text) for text in seen), "".join(seen)[-2000:]
     return "".join(seen)
 
 
