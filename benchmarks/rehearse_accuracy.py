@@ -1,16 +1,18 @@
 """How close a rehearsal's predicted downtime comes to the real run's, per mode, on the same site.
 
 One lab of `migrated` sites under ingestion, one site per mode. On each site, one after another:
-`fab rehearse --mode=M --measure-restart --json` (the prediction), then at once `invoke rollback
---mode=M --sites S --yes --json` (the real run, its step timeline) while /api/health is polled from
-the laptop side every 0.1 s. Compared, per mode:
+`fab rehearse --mode=M --json` (the prediction; with --measure-restart, `fab rehearse
+--measure-restart`), then at once `invoke rollback --mode=M --sites S --yes --json` (the real run,
+its step timeline) while /api/health is polled from the laptop side every 0.1 s. Compared, per mode:
 
 - the database steps inside the downtime (what a rehearsal runs on its throwaway copy): predicted
   and real, the same step keys on both sides;
-- the whole downtime: predicted = those steps + the live backend's stop and start measured once
-  (--measure-restart); real = the run's downtime steps, and the outage the poller saw.
+- the whole downtime: predicted = those steps + the live backend's stop and start, estimated
+  read-only (the default) or measured once (--measure-restart); real = the run's downtime steps,
+  and the outage the poller saw.
 
-    .venv/bin/python -m benchmarks.rehearse_accuracy                  # 100k rows, ~3 min
+    .venv/bin/python -m benchmarks.rehearse_accuracy                      # 100k rows, ~3 min
+    .venv/bin/python -m benchmarks.rehearse_accuracy --measure-restart
     .venv/bin/python -m benchmarks.rehearse_accuracy --flows 500000
 """
 
@@ -44,7 +46,10 @@ def main(argv=None) -> int:
     ap.add_argument("--flows", type=int, default=100_000, help="flow rows per site (default 100000)")
     ap.add_argument("--ingest-rate", type=float, default=50, help="flow rows a second each backend writes")
     ap.add_argument("--name", default="bra", help="the lab's name (default bra)")
+    ap.add_argument("--measure-restart", action="store_true",
+                    help="rehearse with --measure-restart (the live backend restarted once) instead of the estimate")
     args = ap.parse_args(argv)
+    extra = ["--measure-restart"] if args.measure_restart else []
 
     header("rehearsal accuracy: predicted downtime vs the real run right after, same site", args.name)
     rows, failed = [], False
@@ -53,7 +58,7 @@ def main(argv=None) -> int:
         env = tool_env(lab, audit)
         for i, mode in enumerate(MODES, 1):
             site = f"lab{i}"
-            rehearsal = run(fab(lab, [site], "rehearse", f"--mode={mode}", "--measure-restart", "--json"), env=env)
+            rehearsal = run(fab(lab, [site], "rehearse", f"--mode={mode}", *extra, "--json"), env=env)
             side = Side(mode, site, f"http://{lab.site(site).ip}:8000/api/health", lambda site=site, mode=mode: run(
                 invoke("rollback", f"--mode={mode}", "--sites", site, "--yes", "--json", "--inventory",
                        str(lab.inventory)), env=env))
@@ -71,10 +76,15 @@ def main(argv=None) -> int:
             p_all = predicted["predicted_downtime"]
             p_db = downtime(predicted["timeline"], {s["key"] for s in predicted["timeline"]} - {"measure-restart"})
             r_db, r_all = downtime(timeline, db_keys), downtime(timeline)
-            rows.append([mode, f"{p_db:.2f}", f"{r_db:.2f}", ratio(p_db, r_db), f"{p_all:.2f}", f"{r_all:.2f}",
+            est = predicted.get("downtime_estimated")
+            r_app = r_all - r_db
+            rows.append([mode, f"{p_db:.2f}", f"{r_db:.2f}", ratio(p_db, r_db),
+                         "measured" if predicted.get("restart_measured") else "-" if est is None else f"{est:.2f}",
+                         f"{r_app:.2f}", f"{p_all:.2f}", f"{r_all:.2f}",
                          ratio(p_all, r_all), f"{outage:.2f}", ratio(p_all, outage), ", ".join(sorted(db_keys))])
     print()
     print(tabulate(rows, headers=["mode", "predicted db steps s", "real db steps s", "÷ (db)",
+                                  "estimated backend s", "real backend steps s",
                                   "predicted all s", "real downtime steps s", "÷ (all)", "real outage seen s",
                                   "÷ (outage)", "db steps inside the downtime"]))
     print("\n   aim: predicted ÷ real within 0.7–1.3")

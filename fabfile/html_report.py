@@ -7,7 +7,11 @@ It renders :class:`~.procedures.HostResult` objects: ``.site .task .ok .summary 
 - ``"plan"``: ``[{"key", "title", "commands": [str]}]`` (commands already redacted by the runner);
 - ``"timeline"``: ``[{"key", "title", "started", "ended" (ISO-8601 UTC), "seconds", "downtime"
   (the stack's writers are down during it), "ok", "error"}]``;
-- ``"copies"``: ``[{"what", "path", "size", "sha256"}]``.
+- ``"copies"``: ``[{"what", "path", "size", "sha256"}]``;
+- a rehearsal's report (task ``rehearse``): ``"predicted_downtime"``, ``"downtime_measured"``,
+  ``"downtime_estimated"``, ``"restart_measured"``, ``"restart_estimate"``, ``"tables"``
+  (``[{"table", "before", "after", "kept", "lost"}]``), ``"peak_disk"``, ``"disk_needed"``,
+  ``"checks"`` (``[{"name", "expected", "actual", "ok"}]``, on the throwaway), ``"not_rehearsed"``.
 
 Whatever is missing or malformed shows as "not recorded": a report never fails a run.
 """
@@ -21,6 +25,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from . import restart_estimate
 from .report import human_size
 from .runner import default_log_dir
 
@@ -104,7 +109,15 @@ def downtime_windows(timeline: list[dict]) -> list[tuple[datetime, datetime]]:
     return merged
 
 
-def _timeline_svg(timeline: list[dict]) -> str:
+def rehearsal_order(result) -> tuple:
+    """A rehearsal's place in a fleet's table and report: by predicted downtime, failures and sites without
+    a prediction last."""
+    data = result.data if isinstance(getattr(result, "data", None), dict) else {}
+    down = data.get("predicted_downtime")
+    return (not result.ok, down if isinstance(down, (int, float)) else float("inf"), result.site)
+
+
+def _timeline_svg(timeline: list[dict], label: str = "downtime") -> str:
     """Each step a bar from its start to its end; the downtime window shaded behind them."""
     timed = [(st, _when(st.get("started")), _when(st.get("ended"))) for st in timeline]
     known = [(s, e) for _, s, e in timed if s and e]
@@ -125,8 +138,8 @@ def _timeline_svg(timeline: list[dict]) -> str:
         secs = (end - start).total_seconds()
         parts.append(f'<rect class="downtime" x="{x(start):.1f}" y="{top - 6}" width="{width:.1f}" '
                      f'height="{row_h * len(timed) + 6}" fill="#cf222e" fill-opacity="0.13" stroke="#cf222e" '
-                     f'stroke-dasharray="4 3"><title>downtime {secs:.1f}s</title></rect>')
-        parts.append(f'<text x="{x(start):.1f}" y="{top - 10}" fill="#cf222e">downtime {secs:.1f}s</text>')
+                     f'stroke-dasharray="4 3"><title>{escape(label)} {secs:.1f}s</title></rect>')
+        parts.append(f'<text x="{x(start):.1f}" y="{top - 10}" fill="#cf222e">{escape(label)} {secs:.1f}s</text>')
     for i in range(5):
         tx = label_w + bar_w * i / 4
         parts.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height - 18}" stroke="#d0d7de"/>')
@@ -199,6 +212,54 @@ def _checks_html(checks) -> str:
     return _table("checks", ["check", "expected", "actual", "result"], rows)
 
 
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _rehearsal_html(data: dict) -> str:
+    """What a rehearsal found: the predicted downtime and its parts, rows kept and lost, peak disk, the throwaway's checks."""
+    down, measured, estimated = data.get("predicted_downtime"), data.get("downtime_measured"), data.get("downtime_estimated")
+    if data.get("restart_measured"):
+        how = "the database steps measured on the copy and the live backend's stop and start measured once"
+    elif _num(estimated):
+        how = (f"{measured:.1f}s measured on the copy + {estimated:.1f}s estimated (the backend's stop and start, "
+               "read from the live server without touching it)") if _num(measured) else "measured + estimated"
+    else:
+        how = "a lower bound: the database steps measured on the copy; the backend's stop and start not known"
+    est = data.get("restart_estimate") if isinstance(data.get("restart_estimate"), dict) else {}
+    parts = ", ".join(f"{k} {est[k]:.2f}s" if _num(est.get(k)) else f"{k} {NOT_RECORDED}"
+                      for k in restart_estimate.PARTS if k in est)
+    out = ["<h3>Rehearsal</h3>",
+           f'<p class="predicted">predicted downtime: <b>{_text(f"{down:.1f}s" if _num(down) else None)}</b> ({escape(how)})</p>']
+    if est:
+        out.append(f'<p class="estimate muted">the backend\'s stop and start, estimated: {escape(parts)} — '
+                   f'{_text(est.get("how"))}</p>')
+    peak, need = data.get("peak_disk"), data.get("disk_needed")
+    out.append(f'<p class="disk">peak disk: {_text(human_size(peak) if _num(peak) else None)} '
+               f'(checked before: about {_text(human_size(need) if _num(need) else None)})</p>')
+    tables = _list(data, "tables")
+    if tables:
+        rows = [f'<tr class="table" data-table="{escape(str(t.get("table") or ""))}"><td>{_text(t.get("table"))}</td>'
+                + "".join(f'<td class="num">{_text(t.get(k))}</td>' for k in ("before", "after", "kept", "lost")) + "</tr>"
+                for t in tables]
+        out.append(_table("tables", ["table", "rows before", "after", "kept", "lost"], rows))
+    else:
+        out.append(f'<p class="nr">rows per table {NOT_RECORDED}</p>')
+    checks = _list(data, "checks")
+    out.append("<h3>Checks on the throwaway (plain image)</h3>")
+    if checks:
+        rows = [f'<tr class="check"><td>{_text(c.get("name"))}</td><td>{_text(c.get("expected"))}</td>'
+                f'<td>{_text(c.get("actual"))}</td><td>{_result(c.get("ok"))}</td></tr>' for c in checks]
+        out.append(_table("checks", ["check", "expected", "actual", "result"], rows))
+    else:
+        out.append(f'<p class="nr">checks {NOT_RECORDED}</p>')
+    skipped = data.get("not_rehearsed")
+    if isinstance(skipped, list) and skipped:
+        out.append('<p class="muted">not rehearsed (they act on the live stack or its files): '
+                   f'{escape("; ".join(map(str, skipped)))}</p>')
+    return "\n".join(out)
+
+
 def _anchor(site: str) -> str:
     return "site-" + _SAFE.sub("_", site)
 
@@ -217,22 +278,29 @@ def _site_html(result) -> str:
         head.append(f'<div class="next"><b>What to do next:</b> {_text(result.next_step)}'
                     + (f"<br><b>Error:</b> {escape(result.error)}" if result.error else "") + "</div>")
     head.append(f'<p class="muted">audit log: <code>{_text(result.audit_log)}</code></p>')
-    body = ["<h3>Plan</h3>", _plan_html(_list(data, "plan")), "<h3>Steps</h3>"]
+    rehearsal = result.task == "rehearse"
+    body = [_rehearsal_html(data)] if rehearsal else ["<h3>Plan</h3>", _plan_html(_list(data, "plan"))]
+    body.append("<h3>Steps</h3>")
+    label = "downtime (predicted, on the copy)" if rehearsal else "downtime"
     if timeline is None:
         body.append(f'<p class="nr">timeline {NOT_RECORDED}</p>')
     else:
         if windows:
-            body.append(f'<p>downtime (the stack\'s writers down): <b>{downtime:.1f}s</b>, '
+            body.append(f'<p>{label} ' + ("" if rehearsal else "(the stack\'s writers down)") + f': <b>{downtime:.1f}s</b>, '
                         + ", ".join(f"{_clock(s)}–{_clock(e)} UTC" for s, e in windows) + "</p>")
-        body += [_timeline_svg(timeline), _steps_table(timeline)]
-    body += ["<h3>Copies made</h3>", _copies_html(_list(data, "copies")),
-             "<h3>Verify</h3>", _checks_html(getattr(result, "checks", None)), "</section>"]
+        body += [_timeline_svg(timeline, label), _steps_table(timeline)]
+    if not rehearsal:
+        body += ["<h3>Copies made</h3>", _copies_html(_list(data, "copies")),
+                 "<h3>Verify</h3>", _checks_html(getattr(result, "checks", None))]
+    body.append("</section>")
     return "\n".join(head + body)
 
 
 def render(results: list, title: str, generated: datetime | None = None) -> str:
     """The whole report as one HTML document."""
     generated = generated or datetime.now(UTC)
+    if results and all(getattr(r, "task", "") == "rehearse" for r in results):
+        results = sorted(results, key=rehearsal_order)  # as the fleet's table: by predicted downtime
     failed = [r for r in results if not r.ok]
     rows = [
         f'<tr class="summary" data-site="{escape(r.site)}"><td><a href="#{_anchor(r.site)}">{escape(r.site)}</a></td>'

@@ -26,7 +26,7 @@ from dataclasses import replace
 from fabric import task
 
 from . import commands as cmds
-from . import stack
+from . import restart_estimate, stack
 from .commands import Command, Expect, q
 from .database import count_sql, drop_extension_commands
 from .dumps import portable_disk_need, utc_stamp
@@ -34,6 +34,7 @@ from .errors import CommandFailed, ConnectError, InputError, PreflightError, as_
 from .facts.compose import command_preloads
 from .facts.parts import rows
 from .facts.postgres import FLOW_TABLES, db_probe
+from .html_report import rehearsal_order
 from .inventory import INVENTORY_HELP, SiteSettings
 from .lock import ServerLock
 from .plan import MODES, Applied, Plan, RollbackOptions, Step, apply_plan, build_plan, preflight
@@ -52,18 +53,24 @@ FAILURE_WIDTH = 110
 #: what a fresh cluster of the image holds before any data (template databases, WAL)
 CLUSTER_BYTES = 64 * 2**20
 CONF_FILES = ("postgresql.conf", "postgresql.auto.conf")
-#: steps that free disk space (the rehearsal reads its peak before them)
+#: steps that free disk space (the rehearsal reads its peak before them, and before every downtime step:
+#: convert-switch drops the originals its copies replace, swap the database the side one replaces)
 FREES_SPACE = ("drop-", "remove-", "clean-")
 #: steps of a rollback plan that act on the live stack or its files: never run by a rehearsal
 LIVE_STEPS = ("remove-partials", "revert-files", "build", "stop-writers", "start-app", "start-rest")
 #: verify's checks that read the database alone (the others ask the live stack)
 DB_CHECKS = ("timescaledb extension in", "no timescaledb in any database", "flow_records exists", "is a plain table",
              "shared_preload_libraries without timescaledb", "db runs the plain image", "tables in public")
-#: what the predicted downtime holds, without and with --measure-restart
-DOWNTIME_WHAT = {False: "the database steps inside the window, measured on the copy; the real run adds the backend's "
-                        "stop and start (not rehearsed: they act on the live stack; --measure-restart measures them)",
-                 True: "the database steps inside the window, measured on the copy, and the live backend's stop and "
-                       "start, measured once (--measure-restart)"}
+#: what the predicted downtime holds: the backend's stop and start estimated (the default), measured
+#: (--measure-restart), or neither (the estimate could not be read: a lower bound)
+DOWNTIME_WHAT = {"estimated": "the database steps inside the window, measured on the copy, plus the live backend's stop "
+                              "and start, estimated read-only from its last start, its log and timed read-only twins of "
+                              "the real run's commands (--measure-restart measures them instead)",
+                 "measured": "the database steps inside the window, measured on the copy, and the live backend's stop and "
+                             "start, measured once (--measure-restart)",
+                 "lower bound": "the database steps inside the window, measured on the copy; the real run adds the "
+                                "backend's stop and start (not rehearsed: they act on the live stack; their estimate "
+                                "could not be read; --measure-restart measures them)"}
 #: left in the scratch directory while the live backend is restarted: a rehearsal killed meanwhile
 #: is followed by one that starts the backend again
 RESTARTING = "restarting-backend"
@@ -215,9 +222,13 @@ def disk_probe(site: SiteSettings) -> Command:
 
 
 def peaks_after(plan: Plan, i: int) -> bool:
-    """Is the disk at a peak after step ``i`` (1-based)? Only steps that drop or remove free space,
-    so the peak is read before each of them and at the end (a round trip per sample, not per step)."""
-    return i == len(plan.steps) or plan.steps[i].key.startswith(FREES_SPACE)
+    """Is the disk at a peak after step ``i`` (1-based)? Before a step that drops or removes, and before
+    every downtime step (convert-switch and swap free what their copies replace), so the peak is read
+    before each of them and at the end (a round trip per sample, not per step)."""
+    if i == len(plan.steps):
+        return True
+    step = plan.steps[i]
+    return step.downtime or step.key.startswith(FREES_SPACE)
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -305,10 +316,14 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str, measure_restart: bo
     plan, skipped = rehearsal_plan(site, pf, build_plan(tsite, pf, opts, ts, where=runner.site), measure_restart)
     report = {"site": runner.site, "mode": mode, "passed": False, "failed_step": "", "error": "", "timeline": [],
               "not_rehearsed": skipped, "tables": [], "checks": [], "disk_needed": need, "peak_disk": 0,
-              "predicted_downtime": None, "restart_measured": False}
+              "predicted_downtime": None, "restart_measured": False, "restart_estimate": None,
+              "downtime_measured": None, "downtime_estimated": None}
     runner.step = "cleanup"
     for command in cleanup_commands(site):
         runner.must(command)
+    if not measure_restart:
+        runner.step = "estimate-restart"
+        report["restart_estimate"] = restart_estimate.estimate(runner, site)
     before: dict[str, int] = {}
     applied = Applied()
     report["timeline"] = applied.timeline
@@ -339,9 +354,19 @@ def rehearse(runner, site: SiteSettings, mode: str, ts: str, measure_restart: bo
                 runner.run(command)
         except ConnectError:
             pass  # the link is gone: the next rehearsal removes what this one left
-    report["predicted_downtime"] = round(sum(s["seconds"] for s in report["timeline"] if s["downtime"]), 3)
+    measured = round(sum(s["seconds"] for s in report["timeline"] if s["downtime"]), 3)
     report["restart_measured"] = any(s["key"] == "measure-restart" and s["ok"] for s in report["timeline"])
+    estimated = (report["restart_estimate"] or {}).get("seconds")
+    report["downtime_measured"], report["downtime_estimated"] = measured, estimated
+    report["predicted_downtime"] = round(measured + (estimated or 0), 3)
     return report
+
+
+def downtime_kind(report: dict) -> str:
+    """How the predicted downtime's backend part was had: a key of :data:`DOWNTIME_WHAT`."""
+    if report.get("restart_measured"):
+        return "measured"
+    return "estimated" if report.get("downtime_estimated") is not None else "lower bound"
 
 
 def render(report: dict) -> str:
@@ -360,14 +385,26 @@ def render(report: dict) -> str:
         lines.append("not rehearsed (they act on the live stack or its files): " + "; ".join(report["not_rehearsed"])
                      + ("; the backend's stop and start were measured instead (measure-restart)"
                         if report.get("restart_measured") else ""))
+    est = report.get("restart_estimate") or {}
+    if est:
+        parts = ", ".join(f"{k} {est[k]:.2f}s" if est.get(k) is not None else f"{k} unknown"
+                          for k in restart_estimate.PARTS if k in est)
+        lines.append(f"the backend's stop and start, estimated: {parts} ({est.get('how', '')})")
     lines.append(f"peak disk: {human_size(report['peak_disk'])} (checked before: about {human_size(report['disk_needed'])})")
-    lines.append(f"predicted downtime: {downtime_text(report)}, {DOWNTIME_WHAT[bool(report.get('restart_measured'))]}")
+    lines.append(f"predicted downtime: {downtime_text(report)}{downtime_parts(report)}, {DOWNTIME_WHAT[downtime_kind(report)]}")
     return "\n".join(lines)
 
 
 def downtime_text(report: dict) -> str:
-    """The figure; a lower bound (≥) when the backend's stop and start were not measured."""
-    return ("" if report.get("restart_measured") else "≥") + f"{report['predicted_downtime']:.1f}s"
+    """The figure; a lower bound (≥) when the backend's stop and start were neither measured nor estimated."""
+    return ("≥" if downtime_kind(report) == "lower bound" else "") + f"{report['predicted_downtime']:.1f}s"
+
+
+def downtime_parts(report: dict) -> str:
+    """' (1.0s measured on the copy + 0.9s estimated)' when part of the figure is an estimate."""
+    if downtime_kind(report) != "estimated":
+        return ""
+    return f" ({report['downtime_measured']:.1f}s measured on the copy + {report['downtime_estimated']:.1f}s estimated)"
 
 
 def verdict(report: dict) -> str:
@@ -402,11 +439,8 @@ def rehearse_site(c, site: SiteSettings, mode: str, printer: Printer | None = No
 
 def fleet_table(results: list[HostResult]) -> str:
     """One row a site, sorted by predicted downtime (sites without a prediction last)."""
-    def key(r: HostResult):
-        down = r.data.get("predicted_downtime")
-        return (not r.ok, down if down is not None else float("inf"), r.site)
     out, passed = [], [r for r in results if r.ok]
-    for r in sorted(results, key=key):
+    for r in sorted(results, key=rehearsal_order):
         d = r.data
         lost = sum(t["lost"] or 0 for t in d.get("tables", []))
         down = d.get("predicted_downtime")
@@ -416,8 +450,9 @@ def fleet_table(results: list[HostResult]) -> str:
                     f"{sum(s['seconds'] for s in d.get('timeline', [])):.1f}s" if d.get("timeline") else "-",
                     lost if d.get("tables") else "-", human_size(d["peak_disk"]) if d.get("peak_disk") else "-",
                     "-" if r.ok else failure[:FAILURE_WIDTH] + ("…" if len(failure) > FAILURE_WIDTH else "")])
+    kinds = sorted({downtime_kind(r.data) for r in passed}, key=list(DOWNTIME_WHAT).index) or ["lower bound"]
     return (table(out, ["site", "rehearsal", "predicted downtime", "steps took", "rows lost", "peak disk", "first failure"])
-            + f"\npredicted downtime: {DOWNTIME_WHAT[bool(passed) and all(r.data.get('restart_measured') for r in passed)]}")
+            + "\npredicted downtime: " + "; or ".join(DOWNTIME_WHAT[k] for k in kinds))
 
 
 MEASURE_RESTART_HELP = ("also stop and start the live backend once, to measure the app's part of the downtime "

@@ -124,3 +124,43 @@ def test_report_in_a_real_browser(tmp_path):
     png = _browse(tmp_path, report, f"--screenshot={shot}", "--window-size=1280,1800", "--hide-scrollbars")
     assert png.returncode == 0, png.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def _rehearsal(site: str, ok: bool, down: float | None, estimated: float | None = 0.9) -> HostResult:
+    timeline = _timeline([("convert-copy", "copy the hypertables", "10:00:00.000", "10:00:02.000", False, True),
+                          ("convert-switch", "switch to the copies", "10:00:02.000", "10:00:02.400", True, True),
+                          ("start-db", "start the db (the throwaway)", "10:00:02.400", "10:00:03.000", True, ok)])
+    return HostResult(site, "rehearse", ok, summary="rehearsal passed" if ok else "", error="" if ok else "boom",
+                      data={"timeline": timeline, "predicted_downtime": down, "downtime_measured": 1.0,
+                            "downtime_estimated": estimated, "restart_measured": False,
+                            "restart_estimate": {"seconds": estimated, "stop": 0.0, "start": 0.2, "commands": 0.7,
+                                                 "how": "its last start"},
+                            "tables": [{"table": "public.flow_records", "before": 100, "after": 100, "kept": 100,
+                                        "lost": 0},
+                                       {"table": "public.flow_summary_5m", "before": 7, "after": 5, "kept": 5, "lost": 2}],
+                            "peak_disk": 73 * 2**20, "disk_needed": 127 * 2**20,
+                            "checks": [{"name": "db runs the plain image", "expected": "postgres:16-alpine",
+                                        "actual": "postgres:16-alpine", "ok": True}],
+                            "not_rehearsed": ["stop the writers"]})
+
+
+def test_rehearsal_report_has_its_prediction_rows_disk_and_checks_sorted_by_predicted_downtime():
+    results = [_rehearsal("slow", True, 2.5), _rehearsal("broken", False, 0.3), _rehearsal("fast", True, 1.9)]
+    html = html_report.render(results, "rehearse")
+    assert re.findall(r'<tr class="summary" data-site="([^"]+)"', html) == ["fast", "slow", "broken"]
+    assert re.findall(r'<section class="site" id="[^"]+" data-site="([^"]+)"', html) == ["fast", "slow", "broken"]
+    fast = html.split('<section class="site" id="site-fast"', 1)[1].split("</section>", 1)[0]
+    text = _text(fast)
+    assert "predicted downtime: 1.9s (1.0s measured on the copy + 0.9s estimated" in text
+    assert "estimated: stop 0.00s, start 0.20s, commands 0.70s" in text
+    assert "peak disk: 73.0 MiB (checked before: about 127.0 MiB)" in text
+    assert re.findall(r'<tr class="table" data-table="([^"]+)">.*?<td class="num">(\d+)</td></tr>', fast) == \
+        [("public.flow_records", "0"), ("public.flow_summary_5m", "2")]
+    assert "db runs the plain image postgres:16-alpine postgres:16-alpine ok" in text
+    assert "downtime (predicted, on the copy) 1.0s" in fast and "writers down)" not in text
+    assert "Copies made" not in text  # a rehearsal copies nothing the operator keeps
+    lower = _text(html_report.render([_rehearsal("x", True, 1.0, estimated=None)], "rehearse"))
+    assert "(a lower bound: the database steps measured on the copy" in lower
+    rollback = html_report.render(_results(), "rollback")  # the other tasks keep their order and their band
+    assert re.findall(r'<tr class="summary" data-site="([^"]+)"', rollback) == ["lab1", "lab2"]
+    assert "downtime 3.2s" in rollback and "predicted" not in rollback

@@ -14,7 +14,7 @@ from fabfile.inventory import SiteSettings
 from fabfile.plan import Preflight, RollbackOptions, build_plan
 from fabfile.procedures import HostResult
 from fabfile.runner import Runner
-from tests.fakes import FakeContext, probe_answers
+from tests.fakes import FakeContext, probe_answers, recorded
 from tests.test_plan import SITE, TS, migrated
 
 MiB = 2**20
@@ -60,14 +60,30 @@ def test_convert_rehearsal_runs_the_real_plans_database_steps_on_the_throwaway()
                                                 "convert-copy", "convert-check", "convert-switch", "start-db"]
     assert {s.key for s in real.steps} - {s.key for s in rehearsal.steps} == set(rh.LIVE_STEPS) & {s.key for s in real.steps}
     assert any("stop the writers" in t for t in skipped)
-    by_key = {s.key: s for s in real.steps}
-    for step in rehearsal.steps:
-        if step.key.startswith("convert-"):  # the same commands, pointed at the throwaway
-            assert [c.cmd for c in step.commands] == [
-                c.cmd.replace("docker exec netmon-db ", f"docker exec {rh.CONTAINER} ")
-                     .replace("docker exec -i netmon-db ", f"docker exec -i {rh.CONTAINER} ")
-                for c in by_key[step.key].commands]
+    assert_same_database_commands(real, rehearsal, {"convert-prepare", "convert-copy", "convert-check", "convert-switch"})
     assert [s.key for s in rehearsal.steps if s.downtime] == ["convert-switch", "start-db"]
+
+
+def assert_same_database_commands(real, rehearsal, keys: set[str]) -> None:
+    """Each of ``keys`` runs the real plan's commands, pointed at the throwaway (and its scratch directory)."""
+    by_key = {s.key: s for s in real.steps}
+    assert keys <= set(by_key) and keys <= {s.key for s in rehearsal.steps}, (keys, list(by_key))
+    for step in rehearsal.steps:
+        if step.key in keys:
+            assert [c.cmd for c in step.commands] == [
+                # the container, and backup_dir where the run writes (not the backup restore reads, nor the app)
+                re.sub(r"(?<![\w/])/root(?=[/ ])(?!/netmon_pre_tsdb|/netmon/)", rh.scratch_dir(SITE),
+                       re.sub(r"(?<=[ '])netmon-db(?=[ :'])", rh.CONTAINER, c.cmd))
+                for c in by_key[step.key].commands], step.key
+
+
+def test_restore_and_clean_rehearsals_run_the_real_plans_database_steps_on_the_throwaway():
+    real, rehearsal, _ = plans("restore")
+    assert_same_database_commands(real, rehearsal, {"restore-side", "convert-prepare", "convert-copy", "convert-check",
+                                                    "convert-switch", "swap", "copy-old", "drop-old"})
+    real, rehearsal, _ = plans("clean")
+    assert_same_database_commands(real, rehearsal, {"capture", "keep-written", "drop-flow-tables", "copy-at-stop",
+                                                    "drop-capture"})
 
 
 def test_no_rehearsed_step_acts_on_the_live_stack():
@@ -102,13 +118,19 @@ def test_cleanup_starts_a_backend_an_interrupted_restart_left_stopped_then_remov
 
 
 def test_the_disk_is_sampled_before_each_step_that_frees_space_and_at_the_end():
-    for mode in ("clean", "restore", "convert"):
+    def sampled(mode):
         _, rehearsal, _ = plans(mode)
         keys = [s.key for s in rehearsal.steps]
-        sampled = [keys[i - 1] for i in range(1, len(keys) + 1) if rh.peaks_after(rehearsal, i)]
+        return keys, [keys[i - 1] for i in range(1, len(keys) + 1) if rh.peaks_after(rehearsal, i)]
+    for mode in ("clean", "restore", "convert"):
+        keys, after = sampled(mode)
         frees = [i for i, k in enumerate(keys) if k.startswith(rh.FREES_SPACE)]
-        assert sampled[-1] == keys[-1] and len(sampled) < len(keys), (mode, keys, sampled)
-        assert all(keys[i - 1] in sampled for i in frees if i > 0), (mode, keys, sampled)
+        assert after[-1] == keys[-1] and len(after) < len(keys), (mode, keys, after)
+        assert all(keys[i - 1] in after for i in frees if i > 0), (mode, keys, after)
+    # convert's peak: the copies beside the originals, after convert-check, before convert-switch drops them
+    assert sampled("convert")[1] == ["convert-check", "convert-switch", "start-db"]
+    # restore's: the side database beside the live one, before the switch and the swap; before drop-old
+    assert sampled("restore")[1] == ["convert-check", "convert-switch", "swap", "copy-old", "drop-old"]
 
 
 def test_the_predicted_downtime_is_a_lower_bound_until_the_restart_is_measured():
@@ -202,3 +224,33 @@ def test_the_report_says_what_its_predicted_downtime_holds():
     assert "stop the writers; the backend's stop and start were measured instead (measure-restart)" in text
     text = rh.render({**report, "restart_measured": False, "predicted_downtime": 0.4})
     assert "predicted downtime: ≥0.4s, " in text and "measured instead" not in text
+
+
+def test_too_little_disk_is_refused_through_rehearse_before_anything_starts():
+    db = recorded("db_probe_migrated.txt").replace("free 80511212", "free 20480")  # 20 MiB free by df
+    host = recorded("host_probe_migrated.txt").replace("backup_free_kb=80512124", "backup_free_kb=40960")
+    c = FakeContext([(r"ls-tree", "docker-compose.yml\nscripts/init.sql\n", 0),
+                     (r"^sh -c .*docker compose version", host, 0), (r"^docker exec netmon-db sh -c .*@@ready", db, 0)])
+    with pytest.raises(PreflightError) as err:
+        rh.rehearse(Runner(c, "s1"), SiteSettings(name="s1"), "convert", TS)
+    need = re.search(r"needs about (\S+ \S+) \((\S+ \S+) database\)", err.value.message)
+    assert "s1 has 20.0 MiB free" in err.value.message and need, err.value.message
+    assert need.group(1) != need.group(2) and "nothing was started" in err.value.message
+    sent = [cmd for cmd in c.commands if not re.match(r"sh -c 'docker compose version|docker exec netmon-db sh -c ", cmd)]
+    assert sent and not any(re.search(r"docker (run|rm|cp|volume rm|image inspect)|mkdir|pg_dump", cmd) for cmd in sent)
+
+
+def test_the_predicted_downtime_is_measured_plus_estimated_parts_when_the_restart_is_estimated():
+    report = {"timeline": [{"key": "convert-switch", "seconds": 0.4, "downtime": True, "ok": True}],
+              "tables": [], "checks": [], "not_rehearsed": [], "peak_disk": MiB, "disk_needed": 2 * MiB,
+              "predicted_downtime": 1.5, "downtime_measured": 0.4, "downtime_estimated": 1.1, "restart_measured": False,
+              "restart_estimate": {"seconds": 1.1, "stop": 0.0, "start": 0.2, "commands": 0.9, "how": "its log"},
+              "passed": True, "mode": "convert", "site": "s1"}
+    text = rh.render(report)
+    assert "predicted downtime: 1.5s (0.4s measured on the copy + 1.1s estimated), the database steps inside the " \
+           "window, measured on the copy, plus the live backend's stop and start, estimated read-only" in text
+    assert "the backend's stop and start, estimated: stop 0.00s, start 0.20s, commands 0.90s (its log)" in text
+    assert rh.downtime_text(report) == "1.5s"
+    unknown = {**report, "downtime_estimated": None, "predicted_downtime": 0.4,
+               "restart_estimate": {**report["restart_estimate"], "seconds": None, "start": None}}
+    assert rh.downtime_text(unknown) == "≥0.4s" and "start unknown" in rh.render(unknown)

@@ -288,6 +288,20 @@ LEFTOVERS = (f"docker ps -a --format '{{{{.Names}}}}' | grep -c {rh.CONTAINER}; 
              "ls -d /root/netmon_rehearse 2>/dev/null | wc -l")
 
 
+#: the live server's settings and files beyond the rows: per-database and per-role settings, TimescaleDB's
+#: jobs and whether each is scheduled, the config files in the data directory, the app's tree (modes, contents;
+#: .git aside: `git status` may refresh its index — HEAD and the status are compared by snapshot())
+SERVER = [
+    f"{PSQL} -d postgres -c 'SELECT setdatabase, setrole, setconfig FROM pg_db_role_setting ORDER BY 1, 2'",
+    f"{PSQL} -d netmon -c 'SELECT job_id, scheduled FROM timescaledb_information.jobs ORDER BY 1' 2>/dev/null "
+    "|| echo 'no jobs view'",
+    *(f"c=$(docker exec netmon-db cat /var/lib/postgresql/data/{name}) || exit 1; printf '%s' \"$c\" | sha256sum"
+      for name in rh.CONF_FILES),
+    "cd /root/netmon && find . -path ./.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum && "
+    "find . -path ./.git -prune -o -printf '%p %y %m\\n' | sort | sha256sum",
+]
+
+
 def live(lab, site: str, max_id: int | None = None) -> dict:
     """Everything a rehearsal must leave as it was on the live site (the run's lock file aside: the
     lock every run takes, empty once the run ends)."""
@@ -297,8 +311,11 @@ def live(lab, site: str, max_id: int | None = None) -> dict:
         "docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort", "docker volume ls -q | sort",
         "docker ps -a --format '{{.Names}} {{.Image}} {{.Status}}' | sort"]),
         stdin=CHECKSUMS.replace("MAX_ID", str(max_id)) + ";\n").split("@@")
+    settings, jobs, conf, auto_conf, tree = (part.strip() for part in ssh(lab, site, " ; echo @@; ".join(SERVER),
+                                                                                      stdin="").split("@@"))
     return {**snapshot(lab, site), "max_id": max_id, "rows": rows.strip(), "root": root.strip(), "images": images.strip(),
-            "volumes": volumes.strip(), "all containers": containers.strip()}
+            "volumes": volumes.strip(), "all containers": containers.strip(), "db role settings": settings,
+            "jobs": jobs, "postgresql.conf": conf, "postgresql.auto.conf": auto_conf, "app tree": tree}
 
 
 def unchanged(lab, site: str, before: dict) -> None:

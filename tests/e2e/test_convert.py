@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import PlainServer, assert_rolled_back, fab, fab_start, http_code, sql, ssh
+from tests.e2e.helpers import PlainServer, assert_rolled_back, fab, fab_start, http_code, live, sql, ssh, unchanged
 
 pytestmark = pytest.mark.lab
 
@@ -74,7 +74,9 @@ def convert_site(lab, site: str) -> dict:
                                             "FROM flow_summary_5m")
                              .splitlines())
     if found["variant"] == "third-hypertable":  # rehearsed first (its compressed chunks too), then run
+        before = live(lab, site)
         found["rehearsal"] = fab(lab, site, "rehearse", "--mode=convert", "--json", timeout=900)
+        unchanged(lab, site, before)  # the live site as it was, byte for byte
     found["before"] = sql(lab, site, CHECKSUMS)
     found["out"] = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
     found["after"] = sql(lab, site, CHECKSUMS)

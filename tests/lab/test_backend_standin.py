@@ -187,6 +187,10 @@ def test_sigterm_ends_it_with_status_0(workdir, plain):
         backend.wait_healthy()
     finally:
         assert backend.terminate() == 0
+    # uvicorn's lines, which a rehearsal reads to estimate the backend's start and stop
+    said = [m for line in backend.log.read_text().splitlines() for m in (
+        "Application startup complete.", "Shutting down", "Application shutdown complete.") if line.endswith(m)]
+    assert said == ["Application startup complete.", "Shutting down", "Application shutdown complete."]
 
 
 def test_migrated_files_on_the_plain_image_crash_it(workdir, plain):
