@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -122,3 +123,38 @@ def test_a_batch_and_its_preflight_share_one_connection_per_site(monkeypatch):
     made.clear()
     run_fleet(SITES[:2], "alone", work, opts)  # a run of its own closes each site's connection when it is done
     assert [c.closed for c in made] == [1, 1]
+
+
+def test_connections_made_by_many_workers_at_once_are_all_whole(tmp_path):
+    """Fabric's Connection reads and writes the Config it is given (its ssh_config lookup, the
+    runner class harden sets): workers that made theirs at the same moment from the fleet's one
+    Config once got "No attribute or config key found for 'gateway'". Sixteen at once, many times."""
+    (tmp_path / "known_hosts").write_text("")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: the race shows within a few rounds
+    try:
+        many_at_once(tmp_path)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def many_at_once(tmp_path):
+    for round_ in range(30):
+        conns = Connections(FleetOptions())
+        sites = [SiteSettings(name=f"s{round_}-{i}", host=f"10.0.{round_}.{i}", known_hosts=str(tmp_path / "known_hosts"))
+                 for i in range(16)]
+        start, errors = threading.Barrier(len(sites)), []
+
+        def make(site, start=start, conns=conns, errors=errors):
+            start.wait()
+            try:
+                conns.get(site)
+            except Exception as err:  # noqa: BLE001 — any error is the failure this test looks for
+                errors.append(repr(err))
+        workers = [threading.Thread(target=make, args=(s,)) for s in sites]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert errors == []
+        assert sorted(c.host for c in conns._by_site.values()) == sorted(s.host for s in sites)
