@@ -153,7 +153,7 @@ def reset(c, confirm=None, commit=None, inventory=None, report=None):
 @as_exit
 def drop_database(c, name, yes=False, inventory=None):
     """Drop an old database a restore kept (run with --no-safety-dump): a safety dump of it first."""
-    c, site = _site(c, inventory)
+    c, site = _site(c, inventory, "drop-database")
     _finish(procedures.drop_kept_site(c, site, name, yes=yes, printer=Printer(site.name)))
 
 

@@ -69,10 +69,11 @@ def test_refusals_exit_alike_from_fab_and_invoke(tmp_path):
                                                        "(or --dry-run to see the plans)")
     assert run([BIN / "invoke", "rollback", "--mode=bogus"], env=env).returncode == 2
     assert run([BIN / "fab", "-H", "a", "rollback", "--mode=bogus"], env=env).returncode == 2
-    for argv in ([BIN / "fab", "--dry", "-H", "a", "backup"], [BIN / "invoke", "--dry", "backup"]):
+    for task, argv in (("backup", [BIN / "fab", "--dry", "-H", "a", "backup"]), ("backup", [BIN / "invoke", "--dry", "backup"]),
+                       ("drop-database", [BIN / "fab", "--dry", "-H", "a", "drop-database", "netmon_old_x"])):
         out = run(argv, env=env)
         assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-            "error: --dry works with rollback only (it means rollback --dry-run); backup has no dry run — drop --dry"]
+            f"error: --dry works with rollback only (it means rollback --dry-run); {task} has no dry run — drop --dry"]
 
 
 @pytest.mark.parametrize("program", ["fab", "netmon-rollback"])
