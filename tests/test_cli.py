@@ -49,6 +49,14 @@ def test_one_exit_code_table_in_every_help(netmon_rollback):
         out = run(argv)
         assert out.returncode == 0 and indented in out.stdout, argv
     assert errors.exit_codes_text(markdown=True).splitlines()[2] == "| 0 | done |"
+    assert "   8  not confirmed" in table and "  10  busy" in table  # codes aligned
+
+
+def test_no_server_given_names_the_command_that_ran(netmon_rollback, tmp_path):
+    env = {"NETMON_AUDIT_DIR": str(tmp_path / "logs")}
+    for argv, program in (([BIN / "fab", "status"], "fab"), ([netmon_rollback, "status"], "netmon-rollback")):
+        out = run(argv, env=env)
+        assert (out.returncode, out.stderr.strip()) == (2, f"error: no server given — run as: {program} -H SERVER TASK")
 
 
 def test_batch_code_is_the_shared_code_else_1():
