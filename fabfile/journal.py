@@ -129,9 +129,5 @@ def unfinished(lines: list[str]) -> RunRecord | None:
     return found[-1] if found and not found[-1].ended else None
 
 
-def all_copies(lines: list[str]) -> list[dict]:
-    return [c for r in runs(lines) for c in r.copies]
-
-
 def kept_databases(lines: list[str]) -> list[str]:
     return [d for r in runs(lines) for d in r.kept]

@@ -25,6 +25,7 @@ from .journal import append_command, new_run_id, now_iso, unfinished
 from .lock import ServerLock
 from .lock import me as lock_me
 from .plan import (
+    RESUME_FACTS,
     Applied,
     Plan,
     Preflight,
@@ -371,6 +372,7 @@ def reset_site(c, site: SiteSettings, printer: Printer | None = None, commit: st
             out.progress(f"preflight on {runner.site} (read-only)")
             state = probe_site(runner, site)
             require_site(site, state, runner.site)
+            require_known(state, runner.site, *RESUME_FACTS)
             run = _Run(runner, site, "reset", True, None)
             resume = unfinished(state.journal)
             if resume is not None and resume.task == "reset":
