@@ -2,7 +2,8 @@
 guessing it from database names (as pgBackRest keeps backup.info and Capistrano its releases).
 
 ``backup_dir/netmon_rollback_journal.jsonl``, one JSON object a line, appended by each run while
-it holds the server's lock:
+it holds the server's lock (and the same lines to a local copy beside the run's audit log,
+``<audit log>.journal.jsonl``):
 
 - ``start``: run id, task, mode, who (operator, laptop, pid), when, and the whole plan as data;
 - ``step``: a step's ``started`` / ``done`` (with its seconds) / ``failed`` (with the error);
@@ -35,8 +36,21 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def lines(records: list[dict]) -> str:
+    """Journal records as the journal holds them: one JSON object a line."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+
+
+def append(runner, backup_dir: str, records: list[dict]) -> None:
+    """Append ``records`` to the server's journal, and to its local copy beside the run's audit log
+    (the log directory keeps every run's plan and steps, whatever becomes of the server)."""
+    if runner.audit is not None and not runner.dry_run:
+        runner.audit.copy_journal(lines(records))
+    runner.must(append_command(backup_dir, records))
+
+
 def append_command(backup_dir: str, records: list[dict]) -> Command:
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    text = lines(records)
     events = ", ".join(f"{r['event']}{' ' + str(r['i']) if 'i' in r else ''}" for r in records)
     return Command(f"umask 077; cat >> {q(journal_path(backup_dir))}", what=f"journal: {events}", stdin=text,
                    stdin_note=f"{len(records)} journal record(s)")

@@ -577,7 +577,7 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
 
     def flush() -> None:
         if pending:
-            runner.must(jn.append_command(journal_dir, pending))
+            jn.append(runner, journal_dir, pending)
             pending.clear()
 
     for i, step in enumerate(plan.steps, 1):

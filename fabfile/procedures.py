@@ -21,7 +21,7 @@ from .dumps import DumpInfo
 from .errors import CommandFailed, ConnectError, InputError, PreflightError, Refused, RollbackError, VerifyFailed
 from .html_report import downtime_windows
 from .inventory import SiteSettings, admin_password
-from .journal import append_command, new_run_id, now_iso, unfinished
+from .journal import append, new_run_id, now_iso, unfinished
 from .lock import ServerLock
 from .lock import me as lock_me
 from .plan import (
@@ -216,7 +216,7 @@ class _Run:
         record = {"run": run_id, "event": "start", "at": now_iso(), "task": self.task, "mode": plan.mode,
                   "who": lock_me(self.task), "plan": plan.to_dict()}
         self.runner.step = "journal"
-        self.runner.must(append_command(self.site.backup_dir, [record]))
+        append(self.runner, self.site.backup_dir, [record])
         return run_id
 
     def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
@@ -231,7 +231,7 @@ class _Run:
         self.runner.step = "journal"
         records = [{"run": run_id, "event": "kept", "db": db, "at": now_iso()} for db in plan.kept]
         records.append({"run": run_id, "event": "end", "at": now_iso(), "replanned": replanned})
-        self.runner.must(append_command(self.site.backup_dir, records))
+        append(self.runner, self.site.backup_dir, records)
 
     def undo(self, plan: Plan, run_id: str, err: CommandFailed) -> CommandFailed:
         """A step that may be undone failed: undo, and end the run in the journal (a rerun plans anew)."""
@@ -241,8 +241,7 @@ class _Run:
         try:
             for command in plan.undo:
                 self.runner.must(command)
-            self.runner.must(append_command(self.site.backup_dir, [
-                {"run": run_id, "event": "end", "at": now_iso(), "undone": failed_step}]))
+            append(self.runner, self.site.backup_dir, [{"run": run_id, "event": "end", "at": now_iso(), "undone": failed_step}])
         except (CommandFailed, ConnectError) as again:
             return CommandFailed(f"{err.message}; the undo failed too ({again.message}) — rerun the same command "
                                  "to finish or undo it")

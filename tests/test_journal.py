@@ -1,6 +1,10 @@
 import json
 
 from fabfile import journal
+from fabfile.commands import Command
+from fabfile.plan import Plan, Step, apply_plan
+from fabfile.runner import AuditLog, Runner
+from tests.fakes import FakeContext
 
 
 def lines(*records):
@@ -42,3 +46,23 @@ def test_a_replanned_run_resumes_its_latest_plan():
 def test_records_go_on_stdin_not_the_command_line():
     cmd = journal.append_command("/srv/bak up", [{"run": "r1", "event": "end"}])
     assert cmd.cmd == "umask 077; cat >> '/srv/bak up/netmon_rollback_journal.jsonl'" and '"end"' in cmd.stdin
+
+
+def test_each_run_keeps_a_local_copy_of_its_journal_records_beside_its_audit_log(tmp_path):
+    """What the run sends to the server's journal (its plan, each step's start and end) also goes to
+    ``<audit log stem>.journal.jsonl`` in the log directory; a dry run writes neither."""
+    c = FakeContext([(r"^umask 077; cat >> ", "", 0), (r"^echo one$", "1\n", 0)])
+    runner = Runner(c, "s1", audit=AuditLog("s1", "rollback", tmp_path))
+    plan = Plan("s1", "clean", "20261202_000000", [Step("one", "the first step", [Command("echo one")])])
+    journal.append(runner, "/root", [{"run": "r1", "event": "start", "plan": plan.to_dict()}])
+    apply_plan(runner, plan, "/root", "r1")
+    local = runner.audit.journal_path
+    assert local == tmp_path / (runner.audit.path.stem + ".journal.jsonl") and local.exists()
+    sent = "".join(call["stdin"] for call in c.calls if call["cmd"].startswith("umask 077; cat >> "))
+    assert local.read_text() == sent  # the same lines as the server's journal got
+    records = [json.loads(line) for line in local.read_text().splitlines()]
+    assert records[0]["plan"]["steps"][0]["commands"][0]["cmd"] == "echo one"
+    assert [(r["event"], r.get("state")) for r in records[1:]] == [("step", "started"), ("step", "done")]
+    dry = Runner(FakeContext([]), "s1", audit=AuditLog("s2", "rollback", tmp_path), dry_run=True)
+    apply_plan(dry, plan, "/root", "r2")
+    assert not dry.audit.journal_path.exists()
