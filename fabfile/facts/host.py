@@ -98,7 +98,7 @@ def app_files_script(site: SiteSettings) -> str:
     app = q(site.app_dir)
     files = " ".join(q(f) for f in APP_FILES)
     return reported("files", (
-        f"r=0; [ ! -d {app} ] || [ -x {app} ] || {{ echo \"cannot enter {site.app_dir}\" >&2; r=1; }}\n"
+        f"r=0; [ ! -d {app} ] || [ -x {app} ] || {{ echo cannot enter {app} >&2; r=1; }}\n"
         f"for f in {files}; do [ -f {app}/\"$f\" ] && echo \"file=$f\"; done\n"
         "for f in backend/app/main.py backend/app/services/flow_rollup.py; do\n"
         f"  [ -f {app}/\"$f\" ] || continue; grep -qiE 'timescale|time_bucket|hypertable' {app}/\"$f\"; g=$?\n"
