@@ -3,7 +3,7 @@ guessing it from database names (as pgBackRest keeps backup.info and Capistrano 
 
 ``backup_dir/netmon_rollback_journal.jsonl``, one JSON object a line, appended by each run while
 it holds the server's lock (and the same lines to a local copy beside the run's audit log,
-``<audit log>.journal.jsonl``):
+``journal_<site>_<UTC>_<pid>_<task>.jsonl``):
 
 - ``start``: run id, task, mode, who (operator, laptop, pid), when, and the whole plan as data;
 - ``step``: a step's ``started`` / ``done`` (with its seconds) / ``failed`` (with the error);

@@ -84,8 +84,9 @@ class AuditLog:
 
     @property
     def journal_path(self) -> Path:
-        """The local copy of the run's journal records, beside the audit log (``<audit stem>.journal.jsonl``)."""
-        return self.path.with_name(f"{self.path.stem}.journal.jsonl")
+        """The local copy of the run's journal records, beside the audit log and named as it is
+        (``journal_<site>_<UTC>_<pid>_<task>.jsonl``: the audit logs' ``audit_*.jsonl`` stay audit logs)."""
+        return self.path.with_name("journal_" + self.path.name.removeprefix("audit_"))
 
     def copy_journal(self, text: str) -> None:
         """Append journal lines (as sent to the server) to the local copy, secrets redacted."""

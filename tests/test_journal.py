@@ -50,14 +50,15 @@ def test_records_go_on_stdin_not_the_command_line():
 
 def test_each_run_keeps_a_local_copy_of_its_journal_records_beside_its_audit_log(tmp_path):
     """What the run sends to the server's journal (its plan, each step's start and end) also goes to
-    ``<audit log stem>.journal.jsonl`` in the log directory; a dry run writes neither."""
+    ``journal_<site>_<UTC>_<pid>_<task>.jsonl`` beside ``audit_<same>.jsonl``; a dry run writes neither."""
     c = FakeContext([(r"^umask 077; cat >> ", "", 0), (r"^echo one$", "1\n", 0)])
     runner = Runner(c, "s1", audit=AuditLog("s1", "rollback", tmp_path))
     plan = Plan("s1", "clean", "20261202_000000", [Step("one", "the first step", [Command("echo one")])])
     journal.append(runner, "/root", [{"run": "r1", "event": "start", "plan": plan.to_dict()}])
     apply_plan(runner, plan, "/root", "r1")
     local = runner.audit.journal_path
-    assert local == tmp_path / (runner.audit.path.stem + ".journal.jsonl") and local.exists()
+    assert local == tmp_path / runner.audit.path.name.replace("audit_", "journal_", 1) and local.exists()
+    assert [p.name for p in tmp_path.glob("audit_*.jsonl")] == [runner.audit.path.name]  # not taken for an audit log
     sent = "".join(call["stdin"] for call in c.calls if call["cmd"].startswith("umask 077; cat >> "))
     assert local.read_text() == sent  # the same lines as the server's journal got
     records = [json.loads(line) for line in local.read_text().splitlines()]

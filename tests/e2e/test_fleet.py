@@ -197,7 +197,7 @@ def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_w
     # each site's journal records have a local copy beside its audit log (the one the report names), holding the plan
     for n in ("lab1", "lab2", "lab7", "lab8"):
         audit = Path(re.search(r"audit log: <code>([^<]+)</code>", sections[n]).group(1))
-        local = audit.with_name(f"{audit.stem}.journal.jsonl")
+        local = audit.with_name(audit.name.replace("audit_", "journal_", 1))
         assert audit.parent == AUDIT_DIR and local.exists(), f"no local journal copy for {n}: {local}"
         records = [json.loads(line) for line in local.read_text().splitlines()]
         assert records[0]["event"] == "start" and records[0]["plan"]["steps"], records[0]
