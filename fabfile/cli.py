@@ -16,8 +16,9 @@ from invoke import Program as InvokeProgram
 from . import fleet_tasks, ns
 from .errors import exit_codes_text
 from .runner import set_log_dir
+from .tasks import INSTALLED
 
-NAME = "netmon-rollback"
+NAME = INSTALLED
 FLEET = "netmon-fleet"
 
 

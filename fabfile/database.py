@@ -85,14 +85,6 @@ def preload_commands(site: SiteSettings, state: SiteState) -> list[Command]:
 
 # --- restore --------------------------------------------------------------------------------
 
-def side_name(ts: str) -> str:
-    return f"netmon_restore_{ts}"
-
-
-def old_name(ts: str) -> str:
-    return f"netmon_old_{ts}"
-
-
 def count_sql(tables: list[str]) -> str:
     parts = [f"SELECT {literal(t)}, count(*) FROM {cmds.qualified(t)}" for t in sorted(tables)]  # noqa: S608
     return " UNION ALL ".join(parts)

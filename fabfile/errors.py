@@ -97,7 +97,7 @@ def exit_codes_text(markdown: bool = False) -> str:
     """The table as text: for ``--help`` (plain) and for the README (``markdown=True``)."""
     if markdown:
         return "\n".join(["| exit | meaning |", "|---|---|", *(f"| {code} | {what} |" for code, what in EXIT_CODES.items())])
-    return "\n".join(["Exit status:", *(f"  {code}  {what}" for code, what in EXIT_CODES.items())])
+    return "\n".join(["Exit status:", *(f"  {code:>2}  {what}" for code, what in EXIT_CODES.items())])
 
 
 def batch_code(codes: list[int]) -> int:

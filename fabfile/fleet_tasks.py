@@ -26,6 +26,7 @@ from .runner import set_log_dir
 from .tasks import no_fab_dry
 
 VERIFY_PARALLEL = 8
+REPORT_HELP = "where to write the batch's HTML report (default: beside the audit logs)"
 FLEET_HELP = {
     "sites": "comma-separated site names from the inventory (default: every site)",
     "group": "a group from the inventory",
@@ -152,15 +153,16 @@ def status(c, sites="", group="", inventory="", json=False, parallel=DEFAULT_PAR
     _finish(results, json, [tabulate(rows, headers=["site", "verdict", "reasons"])])
 
 
-@task(help={**FLEET_HELP})
+@task(help={**FLEET_HELP, "report": REPORT_HELP})
 @as_exit
 def backup(c, sites="", group="", inventory="", json=False, parallel=DEFAULT_PARALLEL, max_failures=0, ssh_config="",
-           connect_timeout=10, log_dir=""):
-    """A verified pg_dump of every selected site (backup_dir/netmon_pre_tsdb_<UTC>.dump + .sha256)."""
+           connect_timeout=10, log_dir="", report=""):
+    """A verified pg_dump of every selected site (backup_dir/netmon_pre_tsdb_<UTC>.dump + .sha256); the
+    batch's HTML report lists each copy with its size and sha256."""
     chosen = _select(c, inventory, sites, group, log_dir, "backup")
     opts = _opts(parallel, max_failures, ssh_config, connect_timeout, quiet=json)
     results = run_fleet(chosen, "backup", _per_site(c, procedures.backup_site), opts)
-    _finish(results, json, [summary_table(results)])
+    _finish(results, json, [summary_table(results)], report_task="backup", report=report)
 
 
 @task(help={
@@ -172,7 +174,7 @@ def backup(c, sites="", group="", inventory="", json=False, parallel=DEFAULT_PAR
     "dry-run": "probe every site (read-only) and print each plan; change nothing (invoke --dry: the same)",
     "no-safety-dump": "skip the safety dump of the current database (not advised)",
     "timeout": "seconds any one remote command may take (default: invoke -T, else the inventory's)",
-    "report": "where to write the batch's HTML report (default: beside the audit logs)",
+    "report": REPORT_HELP,
 })
 @as_exit
 def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", yes=False, dry_run=False,
@@ -208,7 +210,7 @@ def rollback(c, mode="", sites="", group="", inventory="", dump="", commit="", y
 
 
 @task(help={**FLEET_HELP, "mode": "the rollback to rehearse on each site: convert, clean or restore",
-            "report": "where to write the batch's HTML report (default: beside the audit logs)",
+            "report": REPORT_HELP,
             "measure-restart": rehearsal.MEASURE_RESTART_HELP})
 @as_exit
 def rehearse(c, mode="", sites="", group="", inventory="", json=False, parallel=DEFAULT_PARALLEL, max_failures=0,

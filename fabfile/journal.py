@@ -2,7 +2,8 @@
 guessing it from database names (as pgBackRest keeps backup.info and Capistrano its releases).
 
 ``backup_dir/netmon_rollback_journal.jsonl``, one JSON object a line, appended by each run while
-it holds the server's lock:
+it holds the server's lock (and the same lines to a local copy beside the run's audit log,
+``journal_<site>_<UTC>_<pid>_<task>.jsonl``):
 
 - ``start``: run id, task, mode, who (operator, laptop, pid), when, and the whole plan as data;
 - ``step``: a step's ``started`` / ``done`` (with its seconds) / ``failed`` (with the error);
@@ -35,6 +36,19 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def lines(records: list[dict]) -> str:
+    """Journal records as the journal holds them: one JSON object a line."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+
+
+def append(runner, backup_dir: str, records: list[dict]) -> None:
+    """Append ``records`` to the server's journal, and to its local copy beside the run's audit log
+    (the log directory keeps every run's plan and steps, whatever becomes of the server)."""
+    if runner.audit is not None and not runner.dry_run:
+        runner.audit.copy_journal(lines(records))
+    runner.must(append_command(backup_dir, records))
+
+
 #: records up to this size go in the command itself; bigger ones (a start record's plan) on stdin
 INLINE_MAX = 16 * 1024
 
@@ -44,7 +58,7 @@ def append_command(backup_dir: str, records: list[dict]) -> Command:
     when it answers the exec, so a command with stdin costs a second round trip, and a run appends
     once a step. Records hold no secrets (the commands they name never do); a command line stays
     far below Linux's 128 KiB limit for one argument."""
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    text = lines(records)
     events = ", ".join(f"{r['event']}{' ' + str(r['i']) if 'i' in r else ''}" for r in records)
     path = q(journal_path(backup_dir))
     if len(text.encode()) <= INLINE_MAX:
@@ -138,10 +152,6 @@ def unfinished(lines: list[str]) -> RunRecord | None:
     """The last plan segment, if it never reached its end: the run to resume."""
     found = runs(lines)
     return found[-1] if found and not found[-1].ended else None
-
-
-def all_copies(lines: list[str]) -> list[dict]:
-    return [c for r in runs(lines) for c in r.copies]
 
 
 def kept_databases(lines: list[str]) -> list[str]:

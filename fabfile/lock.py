@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .commands import Command, q
+from .commands import q
 from .errors import LockHeld
 
 HEARTBEAT = 5  # seconds between heartbeats
@@ -39,14 +39,6 @@ def holder_script(backup_dir: str, expire: int = EXPIRE) -> str:
         f"IFS= read -r info || exit 4; printf '%s\\n' \"$info\" > {path}; echo \"LOCKED $$\"; "
         f"while line=$(timeout {int(expire)} head -n 1) && [ -n \"$line\" ]; do :; done; : > {path}"
     )
-
-
-def status_probe(backup_dir: str) -> Command:
-    """Read-only: ``held <holder json>`` or ``free``. A shared flock attempt never blocks a run."""
-    path = q(lock_path(backup_dir))
-    script = (f"if [ -e {path} ] && ! flock -n -s {path} true 2>/dev/null; then printf 'held '; cat {path}; "
-              "else echo free; fi")
-    return Command(script, what="lock status", changes=False, ok_codes=(0, 1))
 
 
 @dataclass

@@ -34,7 +34,9 @@ from .site_state import SiteState, dump_backups, probe_site, require_known, requ
 MODES = ("clean", "restore", "convert")
 #: facts every rollback plan needs read (an unknown one refuses the plan)
 PLAN_FACTS = ("databases", "preload", "ext:postgres", "ext:template1", "app", "tsdb", "ps", "compose", "plain_image", "db",
-              "containers")
+              "containers", "journal", "git", "backups", "files")
+#: facts a run reads before it knows what to plan: whether to resume (the journal), the revision (git)
+RESUME_FACTS = ("journal", "git")
 
 
 @dataclass
@@ -163,6 +165,7 @@ def preflight(runner, site: SiteSettings, opts: RollbackOptions, task: str = "ro
     opts.validate()
     state = probe_site(runner, site)
     require_site(site, state, runner.site)
+    require_known(state, runner.site, *RESUME_FACTS)
     pf = Preflight(state)
     pf.resume = jn.unfinished(state.journal)
     if pf.resume is not None:
@@ -577,7 +580,7 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
 
     def flush() -> None:
         if pending:
-            runner.must(jn.append_command(journal_dir, pending))
+            jn.append(runner, journal_dir, pending)
             pending.clear()
 
     for i, step in enumerate(plan.steps, 1):

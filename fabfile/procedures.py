@@ -21,10 +21,11 @@ from .dumps import DumpInfo
 from .errors import CommandFailed, ConnectError, InputError, PreflightError, Refused, RollbackError, VerifyFailed
 from .html_report import downtime_windows
 from .inventory import SiteSettings, admin_password
-from .journal import append_command, new_run_id, now_iso, unfinished
+from .journal import append, new_run_id, now_iso, unfinished
 from .lock import ServerLock
 from .lock import me as lock_me
 from .plan import (
+    RESUME_FACTS,
     Applied,
     Plan,
     Preflight,
@@ -215,7 +216,7 @@ class _Run:
         record = {"run": run_id, "event": "start", "at": now_iso(), "task": self.task, "mode": plan.mode,
                   "who": lock_me(self.task), "plan": plan.to_dict()}
         self.runner.step = "journal"
-        self.runner.must(append_command(self.site.backup_dir, [record]))
+        append(self.runner, self.site.backup_dir, [record])
         return run_id
 
     def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
@@ -239,8 +240,7 @@ class _Run:
         try:
             for command in plan.undo:
                 self.runner.must(command)
-            self.runner.must(append_command(self.site.backup_dir, [
-                {"run": run_id, "event": "end", "at": now_iso(), "undone": failed_step}]))
+            append(self.runner, self.site.backup_dir, [{"run": run_id, "event": "end", "at": now_iso(), "undone": failed_step}])
         except (CommandFailed, ConnectError) as again:
             return CommandFailed(f"{err.message}; the undo failed too ({again.message}) — rerun the same command "
                                  "to finish or undo it")
@@ -370,6 +370,7 @@ def reset_site(c, site: SiteSettings, printer: Printer | None = None, commit: st
             out.progress(f"preflight on {runner.site} (read-only)")
             state = probe_site(runner, site)
             require_site(site, state, runner.site)
+            require_known(state, runner.site, *RESUME_FACTS)
             run = _Run(runner, site, "reset", True, None)
             resume = unfinished(state.journal)
             if resume is not None and resume.task == "reset":

@@ -82,6 +82,17 @@ class AuditLog:
         with self._lock, open(self.path, "a") as fh:
             fh.write(line + "\n")
 
+    @property
+    def journal_path(self) -> Path:
+        """The local copy of the run's journal records, beside the audit log and named as it is
+        (``journal_<site>_<UTC>_<pid>_<task>.jsonl``: the audit logs' ``audit_*.jsonl`` stay audit logs)."""
+        return self.path.with_name("journal_" + self.path.name.removeprefix("audit_"))
+
+    def copy_journal(self, text: str) -> None:
+        """Append journal lines (as sent to the server) to the local copy, secrets redacted."""
+        with self._lock, open(self.journal_path, "a") as fh:
+            fh.write(redact(text, self.secrets))
+
 
 class _Stdin(io.StringIO):
     """invoke copies a non-terminal in_stream one character per read with a 10 ms nap between

@@ -71,7 +71,7 @@ class SiteState:
     plain_image: bool | None = None  # is the plain image on the server?
     timescale_image: bool | None = None  # and the TimescaleDB image (site.timescale_image)?
     build_services: list[str] = field(default_factory=list)  # compose services with build:
-    lock: str = ""  # "held <holder json>" or "free"
+    lock: str = ""  # "held <holder json>" or "free" ("": unknown)
     journal: list[str] = field(default_factory=list)  # the journal's last lines
     #: the probe commands' raw output ("host", "db"): the parts a task added (:class:`Extra`) parse it
     outputs: dict[str, str] = field(default_factory=dict)
@@ -175,11 +175,13 @@ def apply_host_lines(state: SiteState, text: str) -> None:
     text_of_compose = compose.parse_file(kv)
     state.compose_file = text_of_compose is not None
     state.compose_text = _known(state, "compose", text_of_compose) or ""
-    state.now = host.parse_clock(kv)
-    state.backup_free_kb, state.backups, state.partials = host.parse_backups(kv, state.now)
-    state.files, state.mentions, state.qa_check = host.parse_app_files(kv)
-    state.git, state.git_head, state.git_dirty, state.git_history = git.parse(kv)
-    state.lock, state.journal = host.parse_lock(kv), host.parse_journal(kv)
+    state.now = _known(state, "clock", host.parse_clock(kv)) or 0.0
+    state.backup_free_kb, state.backups, state.partials = _known(state, "backups", host.parse_backups(kv, state.now)) \
+        or (None, [], [])
+    state.files, state.mentions, state.qa_check = _known(state, "files", host.parse_app_files(kv)) or ([], [], False)
+    state.git, state.git_head, state.git_dirty, state.git_history = _known(state, "git", git.parse(kv)) or (False, "", [], [])
+    state.lock = _known(state, "lock", host.parse_lock(kv)) or ""
+    state.journal = _known(state, "journal", host.parse_journal(kv)) or []
     state.plain_image = _known(state, "plain_image", docker.parse_image(kv, "plain_image"))
     state.timescale_image = _known(state, "timescale_image", docker.parse_image(kv, "timescale_image"))
     state.ps = _known(state, "ps", compose.parse_ps(kv, state.app_dir)) or []

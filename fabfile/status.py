@@ -91,12 +91,16 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
             parts.append(f"kept by a restore (the old database, no safety dump was taken): {', '.join(state.kept_dbs)}")
     else:
         parts.append(f"database: does not answer ({state.db_error})")
-    if state.backups:
+    if "backups" in state.unknown:
+        parts.append(f"backups: unknown ({state.unknown['backups']})")
+    elif state.backups:
         parts.append(table([[b.path, human_size(b.size), human_age(b.age), "yes" if b.has_sha else "no"] for b in state.backups],
                            ["backup", "size", "age", "sha256 file"]))
     else:
         parts.append(f"backups: none in {site.backup_dir}")
-    if state.git:
+    if "git" in state.unknown:
+        parts.append(f"git: unknown ({state.unknown['git']})")
+    elif state.git:
         rev = state.pre_migration_rev()
         parts.append(f"git: HEAD {state.git_head[:12]}; uncommitted: {', '.join(state.git_dirty) or 'none'}; "
                      f"pre-migration commit: {rev[:12] if rev else 'not found'}")
@@ -105,9 +109,14 @@ def status_report(runner, site: SiteSettings, state: SiteState) -> tuple[str, st
     for fact, why in state.unknown.items():
         parts.append(f"unknown: {fact} ({why})")
     holder = parse_status(state.lock)
-    parts.append(f"lock: held by {holder.describe()}" if holder else "lock: free")
+    if "lock" in state.unknown:
+        parts.append(f"lock: unknown ({state.unknown['lock']})")
+    else:
+        parts.append(f"lock: held by {holder.describe()}" if holder else "lock: free")
     run = unfinished(state.journal)
-    if run is not None:
+    if "journal" in state.unknown:
+        parts.append(f"journal: unknown ({state.unknown['journal']})")
+    elif run is not None:
         parts.append(f"journal: {run.describe()} — rerun it to finish")
     for s in found:
         parts.append(f"signal: {s}")

@@ -8,6 +8,7 @@ runner), ``-T/--command-timeout`` bounds each remote command, ``--dry`` is ``rol
 from __future__ import annotations
 
 import os
+import sys
 
 from fabric import task
 from invoke.exceptions import Exit
@@ -19,6 +20,8 @@ from .inventory import INVENTORY_HELP, SiteSettings, load_inventory
 from .plan import RollbackOptions
 from .report import Printer, checks_table, dumps_json
 
+#: The installed command's name (fabfile/cli.py runs the tasks under it).
+INSTALLED = "netmon-rollback"
 REPORT_HELP = "where to write the HTML run report (default: beside the audit log)"
 
 
@@ -32,13 +35,18 @@ def no_fab_dry(c, task: str) -> None:
         raise InputError(f"--dry works with rollback only (it means rollback --dry-run); {task} has no dry run — drop --dry")
 
 
+def _program() -> str:
+    """The command the user typed: the installed ``netmon-rollback``, else ``fab``."""
+    return INSTALLED if os.path.basename(sys.argv[0]) == INSTALLED else "fab"
+
+
 def _site(c, inventory: str | None, task: str = "") -> tuple[object, SiteSettings]:
     """The connection and settings of the -H host; ``task`` set = refuse fab's --dry for it."""
     if task:
         no_fab_dry(c, task)
     host = getattr(c, "original_host", None)
     if not host:
-        raise InputError("no server given — run as: fab -H SERVER TASK")
+        raise InputError(f"no server given — run as: {_program()} -H SERVER TASK")
     inv = load_inventory(inventory)
     site = inv.site_for(host)
     site = site.replace(name=host) if site.name != host and host not in inv.sites else site
@@ -153,7 +161,7 @@ def reset(c, confirm=None, commit=None, inventory=None, report=None):
 @as_exit
 def drop_database(c, name, yes=False, inventory=None):
     """Drop an old database a restore kept (run with --no-safety-dump): a safety dump of it first."""
-    c, site = _site(c, inventory)
+    c, site = _site(c, inventory, "drop-database")
     _finish(procedures.drop_kept_site(c, site, name, yes=yes, printer=Printer(site.name)))
 
 

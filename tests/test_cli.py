@@ -49,6 +49,14 @@ def test_one_exit_code_table_in_every_help(netmon_rollback):
         out = run(argv)
         assert out.returncode == 0 and indented in out.stdout, argv
     assert errors.exit_codes_text(markdown=True).splitlines()[2] == "| 0 | done |"
+    assert "   8  not confirmed" in table and "  10  busy" in table  # codes aligned
+
+
+def test_no_server_given_names_the_command_that_ran(netmon_rollback, tmp_path):
+    env = {"NETMON_AUDIT_DIR": str(tmp_path / "logs")}
+    for argv, program in (([BIN / "fab", "status"], "fab"), ([netmon_rollback, "status"], "netmon-rollback")):
+        out = run(argv, env=env)
+        assert (out.returncode, out.stderr.strip()) == (2, f"error: no server given — run as: {program} -H SERVER TASK")
 
 
 def test_batch_code_is_the_shared_code_else_1():
@@ -69,10 +77,11 @@ def test_refusals_exit_alike_from_fab_and_invoke(tmp_path):
                                                        "(or --dry-run to see the plans)")
     assert run([BIN / "invoke", "rollback", "--mode=bogus"], env=env).returncode == 2
     assert run([BIN / "fab", "-H", "a", "rollback", "--mode=bogus"], env=env).returncode == 2
-    for argv in ([BIN / "fab", "--dry", "-H", "a", "backup"], [BIN / "invoke", "--dry", "backup"]):
+    for task, argv in (("backup", [BIN / "fab", "--dry", "-H", "a", "backup"]), ("backup", [BIN / "invoke", "--dry", "backup"]),
+                       ("drop-database", [BIN / "fab", "--dry", "-H", "a", "drop-database", "netmon_old_x"])):
         out = run(argv, env=env)
         assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-            "error: --dry works with rollback only (it means rollback --dry-run); backup has no dry run — drop --dry"]
+            f"error: --dry works with rollback only (it means rollback --dry-run); {task} has no dry run — drop --dry"]
 
 
 @pytest.mark.parametrize("program", ["fab", "netmon-rollback"])

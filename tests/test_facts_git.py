@@ -4,7 +4,7 @@ a NetMon install before and after the migration, and a lab site's recorded lines
 import subprocess
 
 from fabfile.facts import git
-from fabfile.facts.parts import keyed
+from fabfile.facts.parts import Unknown, keyed
 from fabfile.inventory import SiteSettings
 from tests.fakes import recorded
 
@@ -41,3 +41,10 @@ def test_history_head_and_dirty_files_of_a_real_repository(tmp_path):
     assert git.parse(keyed(subprocess.run(["sh", "-c", git.script(SiteSettings(app_dir=str(tmp_path)))],
                                           capture_output=True, text=True, timeout=30).stdout)) == (False, "", [], [])
     assert git.pre_migration_rev([(tsdb, "tsdb")]) is None
+
+
+def test_a_repository_git_cannot_read_is_unknown_not_no_repository():
+    """Recorded on a migrated lab site with .git/HEAD moved aside."""
+    got = git.parse(keyed(recorded("host_probe_git_journal_unreadable.txt")))
+    assert got == Unknown("git in the app directory failed (exit 128: fatal: not a git repository (or any of the "
+                          "parent directories): .git)")

@@ -100,3 +100,44 @@ def test_lock_free_then_held_and_the_journal_in_a_real_shell(tmp_path):
     assert host.parse_lock(run(host.lock_script(site))) == "free"  # the file stays, the lock went with its holder
     (tmp_path / host.JOURNAL).write_text('{"run": 1}\n{"run": 2}\n')
     assert host.parse_journal(run(host.journal_script(site))) == ['{"run": 1}', '{"run": 2}']
+
+
+def without(tmp_path, program: str) -> dict[str, str]:
+    """An environment whose PATH has every program of this machine's but ``program`` (a server
+    without it, e.g. a minimal one without util-linux's flock)."""
+    bin_dir = tmp_path / f"bin-without-{program}"
+    bin_dir.mkdir()
+    for d in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for entry in os.scandir(d):
+            if entry.name != program and not (bin_dir / entry.name).exists():
+                (bin_dir / entry.name).symlink_to(entry.path)
+    return {"PATH": str(bin_dir)}
+
+
+def run_env(script: str, env: dict[str, str]) -> dict[str, list[str]]:
+    return keyed(subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30, env=env).stdout)
+
+
+def test_journal_and_lock_that_cannot_be_read_are_unknown_not_empty(tmp_path):
+    journal = host.parse_journal(keyed(recorded("host_probe_git_journal_unreadable.txt")))  # its path a directory
+    assert journal == Unknown("reading the journal failed (exit 1: tail: error reading "
+                              "'/root/netmon_rollback_journal.jsonl': Is a directory)")
+    site = SiteSettings(backup_dir=str(tmp_path))
+    (tmp_path / ".netmon-rollback.lock").write_text("")
+    lock = host.parse_lock(run_env(host.lock_script(site), without(tmp_path, "flock")))
+    assert isinstance(lock, Unknown) and lock.reason.startswith("reading the run lock failed (exit 127: ")
+    assert "flock" in lock.reason  # not "free": nobody knows
+
+
+def test_clock_backups_and_app_files_that_cannot_be_read_are_unknown_not_empty(tmp_path):
+    site = SiteSettings(backup_dir=str(tmp_path), app_dir=str(tmp_path))
+    (tmp_path / "netmon_pre_tsdb_20261201_000000.dump").write_bytes(b"x")
+    (tmp_path / "backend/app").mkdir(parents=True)
+    (tmp_path / "backend/app/main.py").write_text("print(1)\n")
+    clock = host.parse_clock(run_env(host.clock_script(site), without(tmp_path, "date")))
+    assert isinstance(clock, Unknown) and clock.reason.startswith("date +%s failed (exit 127: ")
+    backups = host.parse_backups(run_env(host.backups_script(site), without(tmp_path, "stat")), 0.0)
+    assert isinstance(backups, Unknown) and backups.reason.startswith("listing the backup directory failed (exit 127: ")
+    files = host.parse_app_files(run_env(host.app_files_script(site), without(tmp_path, "grep")))
+    assert isinstance(files, Unknown) and files.reason.startswith("reading the app's files failed (exit 127: ")
+    assert host.parse_clock(keyed("now=5\n")) == Unknown("date +%s: no answer (the host script stopped before it)")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
-
-import pytest
 
 from fabfile import html_report
 from fabfile.procedures import HostResult
 from fabfile.verify import Check
+from tests import browser
 
 STEPS = [
     ("safety_dump", "safety dump of netmon", "10:00:00.100", "10:00:01.400", False, True),
@@ -89,41 +86,21 @@ def test_report_path_is_beside_the_audit_log(tmp_path):
     assert html_report.write_report(_results(), "rollback", tmp_path / "r" / "mine.html") == tmp_path / "r" / "mine.html"
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.fail("chromium is missing: run `make setup` (Debian's chromium package)")
-    return found
-
-
-def _browse(tmp_path, report, *args):
-    profile = tmp_path / "profile"
-    argv = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-            *args, report.as_uri()]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
-
-
 def test_report_in_a_real_browser(tmp_path):
     report = html_report.write_report(_results(), "rollback", tmp_path / "report.html")
-    dom = _browse(tmp_path, report, "--dump-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    sections = re.findall(r'<section class="site" id="[^"]+" data-site="([^"]+)"', dom.stdout)
-    assert sections == ["lab1", "lab2"]
-    lab1, lab2 = dom.stdout.split('<section class="site" id="site-lab2"', 1)
+    page = browser.dom(tmp_path, report)
+    assert list(browser.sections(page)) == ["lab1", "lab2"]
+    lab1, lab2 = browser.sections(page).values()
     assert re.findall(r'<tr class="step" data-step="([^"]+)"', lab1) == [k for k, *_ in STEPS]
     assert re.findall(r'<tr class="step" data-step="([^"]+)"', lab2) == ["stop_writers", "swap", "start_stack"]
-    assert len(re.findall(r'<rect class="step"', dom.stdout)) == 8
-    assert len(re.findall(r'<rect class="downtime"', dom.stdout)) == 2
+    assert len(re.findall(r'<rect class="step"', page)) == 8
+    assert len(re.findall(r'<rect class="downtime"', page)) == 2
     checks = re.findall(r'<tr class="check"><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td><span class="(ok|fail)"',
                         lab1)
     assert checks == [("timescaledb extension in netmon (runbook 2)", "0", "0", "ok"),
                       ("tables in public (runbook 7, BASE TABLE)", "32", "31", "fail")]
     assert "What to do next:" in lab2 and "start the backend by hand" in lab2 and "What to do next:" not in lab1
-    shot = tmp_path / "report.png"  # kept in the test's tmp dir, to look at
-    png = _browse(tmp_path, report, f"--screenshot={shot}", "--window-size=1280,1800", "--hide-scrollbars")
-    assert png.returncode == 0, png.stderr[-2000:]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    browser.screenshot(tmp_path, report)  # kept in the test's tmp dir, to look at
 
 
 def _rehearsal(site: str, ok: bool, down: float | None, estimated: float | None = 0.9) -> HostResult:

@@ -7,7 +7,10 @@ import time
 
 import pytest
 
-from fabfile.lock import BUSY, Holder, LockHeld, ServerLock, holder_script, parse_status, status_probe
+from fabfile.facts.host import lock_script, parse_lock
+from fabfile.facts.parts import keyed
+from fabfile.inventory import SiteSettings
+from fabfile.lock import BUSY, Holder, LockHeld, ServerLock, holder_script, parse_status
 
 
 def holder(tmp_path, expire: int = 30) -> subprocess.Popen:
@@ -22,7 +25,9 @@ def take(proc: subprocess.Popen, who: dict) -> str:
 
 
 def status(tmp_path) -> str:
-    return subprocess.run(["sh", "-c", status_probe(str(tmp_path)).cmd], capture_output=True, text=True).stdout
+    """What status reads of the lock: the host script's lock fact (facts/host.lock_script), run for real."""
+    out = subprocess.run(["sh", "-c", lock_script(SiteSettings(backup_dir=str(tmp_path)))], capture_output=True, text=True)
+    return parse_lock(keyed(out.stdout))
 
 
 WHO = {"operator": "ana", "laptop": "lt1", "pid": 42, "task": "rollback", "since": "2026-12-01 09:00:00 UTC"}

@@ -8,7 +8,9 @@ from fabfile.errors import PreflightError
 from fabfile.facts.parts import split_parts
 from fabfile.facts.postgres import FLOW_TABLES, db_probe
 from fabfile.inventory import SiteSettings
+from fabfile.plan import RollbackOptions, preflight
 from fabfile.runner import Runner
+from fabfile.status import status_report
 from tests.fakes import FakeContext, probe_answers, recorded
 
 
@@ -73,9 +75,11 @@ def test_failed_compose_ps_and_image_inspect_are_unknown():
     site_state.apply_host_lines(state, "app=yes\nps=permission denied while trying to connect\nps=ps_rc=1\n"
                                   "plain_image=unknown Cannot connect to the Docker daemon\n")
     assert "ps" in state.unknown and state.plain_image is None and "Docker daemon" in state.unknown["plain_image"]
-    assert list(state.unknown) == ["plain_image", "ps"]
+    reported = ["clock", "backups", "files", "git", "lock", "journal"]  # facts that report their own status
+    assert list(state.unknown) == [*reported, "plain_image", "ps"]  # these printed nothing: the script stopped
+    assert state.unknown["git"] == "git in the app directory: no answer (the host script stopped before it)"
     state = site_state.SiteState()
-    site_state.apply_host_lines(state, "plain_image=no\n")
+    site_state.apply_host_lines(state, "plain_image=no\nlock=free\n" + "".join(f"{fact}.rc=0\n" for fact in reported))
     assert state.plain_image is False and state.unknown == {}
 
 
@@ -141,3 +145,21 @@ def test_the_two_probe_commands_are_exactly_the_recorded_ones():
     host_cmd, db_cmd = recorded("probe_commands_default_site.txt").split("\n", 1)[1].rstrip("\n").split("\n@@@@\n")
     assert site_state.host_probe(SiteSettings()).cmd == host_cmd
     assert db_probe(SiteSettings()).cmd == db_cmd
+
+
+def test_git_and_journal_that_fail_are_unknown_in_status_and_a_plan_refuses():
+    """Recorded on a migrated lab site with .git/HEAD moved aside and the journal's path a directory:
+    each fact reports its own exit status, so neither reads as "no repository" or "no journal"."""
+    c = FakeContext(probe_answers("host_probe_git_journal_unreadable.txt", "db_probe_migrated.txt"))
+    runner = Runner(c, "s1")
+    state = site_state.probe_site(runner, SiteSettings(name="s1"))
+    assert set(state.unknown) == {"git", "journal"}
+    assert state.unknown["git"].startswith("git in the app directory failed (exit 128: fatal: not a git repository")
+    assert "Is a directory" in state.unknown["journal"] and not state.rolled_back
+    text = status_report(runner, SiteSettings(name="s1"), state)[0]
+    assert "git: unknown (git in the app directory failed (exit 128" in text
+    assert "journal: unknown (reading the journal failed (exit 1: tail: error reading" in text
+    assert "verdict: state partly unknown" in text and "is not a git repository" not in text
+    with pytest.raises(PreflightError, match=r"cannot read the state of s1: journal: .*Is a directory.*; git: "):
+        preflight(Runner(FakeContext(probe_answers("host_probe_git_journal_unreadable.txt")), "s1"),
+                  SiteSettings(name="s1"), RollbackOptions(mode="clean", yes=True))

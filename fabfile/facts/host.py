@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..commands import q
 from ..inventory import SiteSettings
 from ..lock import lock_path
-from .parts import Unknown, host_tagged, last
+from .parts import Unknown, failure, host_tagged, last, reported
 
 #: the runbook's five files a TimescaleDB migration modifies
 APP_FILES = (
@@ -52,11 +52,14 @@ def parse_presence(kv: dict[str, list[str]]) -> tuple[bool, bool]:
 
 
 def clock_script(site: SiteSettings) -> str:
-    return "echo now=$(date +%s)"
+    return reported("clock", "t=$(date +%s) && echo \"now=$t\"")
 
 
-def parse_clock(kv: dict[str, list[str]]) -> float:
-    """The server's epoch seconds (0.0: not read)."""
+def parse_clock(kv: dict[str, list[str]]) -> float | Unknown:
+    """The server's epoch seconds (0.0: printed nothing usable)."""
+    failed = failure(kv, "clock", "date +%s")
+    if failed:
+        return failed
     values = [v for v in kv.get("now", []) if v.isdigit()]
     return float(values[-1]) if values else 0.0
 
@@ -65,15 +68,23 @@ def backups_script(site: SiteSettings) -> str:
     """The backup directory: its free space, the dumps (size, mtime, a .sha256 beside them) and
     stale ``.partial`` files."""
     bak = q(site.backup_dir)
-    return (f"df -Pk {bak} 2>/dev/null | awk 'NR==2{{print \"backup_free_kb=\" $4}}'\n"
-            f"for f in {bak}/{DUMP_PREFIX}*.dump {bak}/{SAFETY_PREFIX}*.dump; do\n"
-            "  [ -f \"$f\" ] && echo \"backup=$(stat -c '%s|%Y' \"$f\")|$([ -f \"$f.sha256\" ] && echo sha || echo nosha)|$f\"\n"
-            "done\n"
-            f"for f in {bak}/.netmon_*.partial; do [ -f \"$f\" ] && echo \"partial=$f\"; done")
+    # a directory that is not there holds no backups; one that cannot be listed is unknown
+    return reported("backups", (
+        f"r=0; [ ! -e {bak} ] || ls -A {bak} >/dev/null || r=$?\n"
+        f"df -Pk {bak} 2>/dev/null | awk 'NR==2{{print \"backup_free_kb=\" $4}}'\n"
+        f"for f in {bak}/{DUMP_PREFIX}*.dump {bak}/{SAFETY_PREFIX}*.dump; do\n"
+        "  [ -f \"$f\" ] || continue; st=$(stat -c '%s|%Y' \"$f\") || { r=$?; continue; }\n"
+        "  echo \"backup=$st|$([ -f \"$f.sha256\" ] && echo sha || echo nosha)|$f\"\n"
+        "done\n"
+        f"for f in {bak}/.netmon_*.partial; do [ -f \"$f\" ] && echo \"partial=$f\"; done\n"
+        "(exit $r)"))
 
 
-def parse_backups(kv: dict[str, list[str]], now: float) -> tuple[int | None, list[Backup], list[str]]:
+def parse_backups(kv: dict[str, list[str]], now: float) -> tuple[int | None, list[Backup], list[str]] | Unknown:
     """→ (free KiB in the backup directory, the dumps with their age at ``now``, stale partials)."""
+    failed = failure(kv, "backups", "listing the backup directory")
+    if failed:
+        return failed
     free = [v for v in kv.get("backup_free_kb", []) if v.isdigit()]
     backups = []
     for value in kv.get("backup", []):
@@ -86,15 +97,22 @@ def app_files_script(site: SiteSettings) -> str:
     """Which of the five files exist, which app files still mention TimescaleDB, the QA script."""
     app = q(site.app_dir)
     files = " ".join(q(f) for f in APP_FILES)
-    return (f"for f in {files}; do [ -f {app}/\"$f\" ] && echo \"file=$f\"; done\n"
-            "for f in backend/app/main.py backend/app/services/flow_rollup.py; do\n"
-            f"  [ -f {app}/\"$f\" ] && grep -qiE 'timescale|time_bucket|hypertable' {app}/\"$f\" && echo \"mentions=$f\"\n"
-            "done\n"
-            f"[ -x {app}/scripts/qa_check.sh ] && echo qa=yes")
+    return reported("files", (
+        f"r=0; [ ! -d {app} ] || [ -x {app} ] || {{ echo cannot enter {app} >&2; r=1; }}\n"
+        f"for f in {files}; do [ -f {app}/\"$f\" ] && echo \"file=$f\"; done\n"
+        "for f in backend/app/main.py backend/app/services/flow_rollup.py; do\n"
+        f"  [ -f {app}/\"$f\" ] || continue; grep -qiE 'timescale|time_bucket|hypertable' {app}/\"$f\"; g=$?\n"
+        "  [ $g = 0 ] && echo \"mentions=$f\"; [ $g -le 1 ] || r=$g\n"
+        "done\n"
+        f"[ -x {app}/scripts/qa_check.sh ] && echo qa=yes\n"
+        "(exit $r)"))
 
 
-def parse_app_files(kv: dict[str, list[str]]) -> tuple[list[str], list[str], bool]:
+def parse_app_files(kv: dict[str, list[str]]) -> tuple[list[str], list[str], bool] | Unknown:
     """→ (the five files present, files mentioning TimescaleDB, qa_check.sh present)."""
+    failed = failure(kv, "files", "reading the app's files")
+    if failed:
+        return failed
     return list(kv.get("file", [])), list(kv.get("mentions", [])), "qa" in kv
 
 
@@ -121,21 +139,30 @@ def parse_qa(rc: int | None, lines: list[str]) -> str | None | Unknown:
 
 
 def lock_script(site: SiteSettings) -> str:
+    """Read-only: a shared flock attempt never blocks a run (exit 1 of ``flock -n``: someone holds it)."""
     lock = q(lock_path(site.backup_dir))
-    return (f"if [ -e {lock} ] && ! flock -n -s {lock} true 2>/dev/null; then echo \"lock=held $(head -n 1 {lock})\"; "
-            "else echo lock=free; fi")
+    return reported("lock", (
+        f"r=0; if [ -e {lock} ]; then flock -n -s {lock} true; f=$?\n"
+        f"  if [ $f = 0 ]; then echo lock=free; elif [ $f = 1 ]; then h=$(head -n 1 {lock}) || r=$?; echo \"lock=held $h\"\n"
+        "  else r=$f; fi\n"
+        "else echo lock=free; fi; (exit $r)"))
 
 
-def parse_lock(kv: dict[str, list[str]]) -> str:
-    """``"held <holder json>"``, ``"free"``, or "" (not read)."""
-    return last(kv, "lock") or ""
+def parse_lock(kv: dict[str, list[str]]) -> str | Unknown:
+    """``"held <holder json>"`` or ``"free"``."""
+    return failure(kv, "lock", "reading the run lock") or last(kv, "lock") or Unknown("reading the run lock: no answer")
 
 
 def journal_script(site: SiteSettings) -> str:
-    bak = q(site.backup_dir)
-    return f"[ -f {bak}/{JOURNAL} ] && tail -n 400 {bak}/{JOURNAL} | sed 's/^/journal=/'"
+    path = q(f"{site.backup_dir}/{JOURNAL}")
+    return reported("journal", (
+        f"r=0; if [ -e {path} ]; then t=$(tail -n 400 {path}) || r=$?\n"
+        "  [ -z \"$t\" ] || printf '%s\\n' \"$t\" | sed 's/^/journal=/'; fi; (exit $r)"))
 
 
-def parse_journal(kv: dict[str, list[str]]) -> list[str]:
+def parse_journal(kv: dict[str, list[str]]) -> list[str] | Unknown:
     """The journal's last lines (JSON, one record each)."""
+    failed = failure(kv, "journal", "reading the journal")
+    if failed:
+        return failed
     return list(kv.get("journal", []))

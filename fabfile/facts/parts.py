@@ -45,6 +45,25 @@ def last(kv: dict[str, list[str]], key: str) -> str | None:
     return values[-1] if values else None
 
 
+def reported(key: str, shell: str) -> str:
+    """A fact's lines of the host script that report their own exit status: ``shell`` runs in a
+    subshell, its stdout as is, then ``KEY.rc=N`` and, when N is not 0, the last line of its stderr
+    as ``KEY.err=`` (:func:`failure` reads them), so a read that failed never looks empty."""
+    return (f"{{ _e=$( {{ {shell}\n}} 2>&1 >&4 4>&- ); _r=$?; }} 4>&1; echo \"{key}.rc=$_r\"; "
+            f"[ \"$_r\" = 0 ] || [ -z \"$_e\" ] || printf '%s\\n' \"$_e\" | tail -n 1 | cut -c1-200 | sed 's/^/{key}.err=/'")
+
+
+def failure(kv: dict[str, list[str]], key: str, what: str) -> Unknown | None:
+    """Unknown (with why) when the :func:`reported` fact ``key`` failed or never reported; else None."""
+    rc = (last(kv, f"{key}.rc") or "").strip()
+    if rc == "0":
+        return None
+    if not rc:
+        return Unknown(f"{what}: no answer (the host script stopped before it)")
+    err = last(kv, f"{key}.err")
+    return Unknown(f"{what} failed (exit {rc}{': ' + err.strip() if err and err.strip() else ''})")
+
+
 def host_tagged(tag: str, shell: str) -> str:
     """A host part: ``shell``'s output (stdout and stderr) as ``x.TAG=line`` lines, then ``x.TAG.rc=N``."""
     return (f"out=$( {shell} 2>&1 ); rc=$?; [ -n \"$out\" ] && printf '%s\\n' \"$out\" | sed 's/^/x.{tag}=/'; "

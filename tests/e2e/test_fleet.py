@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.helpers import invoke
+from tests import browser
+from tests.e2e.helpers import AUDIT_DIR, invoke, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -151,7 +152,7 @@ def test_one_confirmation_lists_every_site_and_its_plan(fleet):
     assert {n: fingerprint(lab, n) for n in ("lab1", "lab2", "lab3")} == before
 
 
-def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_were(fleet):
+def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_were(fleet, tmp_path):
     lab, inv = fleet
     broken = ["lab3", "lab4", "lab5", "lab6"]
     before = {n: fingerprint(lab, n) for n in broken}
@@ -178,6 +179,29 @@ def test_batch_restore_rolls_back_healthy_sites_and_leaves_broken_ones_as_they_w
     html = report.read_text()
     assert re.findall(r'<section class="site" id="[^"]+" data-site="([^"]+)"', html) == [f"lab{i}" for i in range(1, 9)]
     assert html.count('<tr class="check">') >= 4 * 13  # each rolled-back site's whole verify table
+    # the batch's own report, as a real browser shows it
+    sections = browser.sections(browser.dom(tmp_path, report))
+    assert list(sections) == [f"lab{i}" for i in range(1, 9)]
+    for n in ("lab1", "lab2", "lab7", "lab8"):
+        section, steps = sections[n], [line for line in scroll.splitlines() if line.startswith(f"[{n}] ") and "] done: " in line]
+        assert len(re.findall(r'<rect class="step"', section)) >= len(steps), section  # a bar per step that ran
+        assert len(re.findall(r'<rect class="downtime"', section)) == 1 and "downtime (the stack's writers down)" in section
+        copies = re.findall(r'<tr class="copy"><td>[^<]*</td><td><code>([^<]+)</code></td><td[^>]*>[^<]*</td>'
+                            r'<td><code>([0-9a-f]{64})</code></td></tr>', section)
+        assert copies, section
+        for path, sha in copies:  # the sha256 the report shows is the one sealed beside the copy on the server
+            assert ssh(lab, n, f"cat {path}.sha256").split()[0] == sha
+    for n in broken:
+        assert "What to do next:" in sections[n]
+    browser.screenshot(tmp_path, report, height=4000)
+    # each site's journal records have a local copy beside its audit log (the one the report names), holding the plan
+    for n in ("lab1", "lab2", "lab7", "lab8"):
+        audit = Path(re.search(r"audit log: <code>([^<]+)</code>", sections[n]).group(1))
+        local = audit.with_name(audit.name.replace("audit_", "journal_", 1))
+        assert audit.parent == AUDIT_DIR and local.exists(), f"no local journal copy for {n}: {local}"
+        records = [json.loads(line) for line in local.read_text().splitlines()]
+        assert records[0]["event"] == "start" and records[0]["plan"]["steps"], records[0]
+        assert records[-1]["event"] == "end"
 
 
 def test_rerun_with_the_failed_sites_finishes_them(fleet):
@@ -195,3 +219,16 @@ def test_rerun_with_the_failed_sites_finishes_them(fleet):
     assert overall == ["healthy"] * 6, out.stdout  # the verdict column itself, not "unhealthy" counted too
     for n in ("lab1", "lab3", "lab5"):  # invoke's -e: each site's commands, prefixed
         assert re.search(rf"^\[{n}\]     \$ docker ", out.stdout, re.M), out.stdout
+
+
+def test_a_backup_batch_writes_its_report_with_each_copy_and_its_sha256(fleet, tmp_path):
+    lab, inv = fleet
+    out = invoke(inv, "backup", "--sites", "lab1,lab2", "--report", str(tmp_path / "backup.html"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"report: {tmp_path / 'backup.html'}"
+    sections = browser.sections(browser.dom(tmp_path, tmp_path / "backup.html"))
+    assert list(sections) == ["lab1", "lab2"]
+    for n, section in sections.items():
+        (path, sha), = re.findall(r'<tr class="copy"><td>backup</td><td><code>([^<]+)</code></td><td[^>]*>[^<]*</td>'
+                                  r'<td><code>([0-9a-f]{64})</code></td></tr>', section)
+        assert ssh(lab, n, f"cat {path}.sha256").split()[0] == sha and ssh(lab, n, f"sha256sum {path}").split()[0] == sha

@@ -37,6 +37,26 @@ def installed(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def pipx_installed(tmp_path_factory) -> Path:
+    """`pipx install` of a copy of what the checkout ships, as README says an operator installs it
+    (PIPX_HOME and PIPX_BIN_DIR in a tmp dir; pip inside pipx's venv uses this machine's pip
+    configuration, the same index the fresh-venv install uses); pipx's bin directory."""
+    pipx = shutil.which("pipx")
+    if not pipx:
+        pytest.fail("pipx is missing: run `make setup` (Debian's pipx package)")
+    tmp = tmp_path_factory.mktemp("pipx")
+    src = tmp / "src"
+    src.mkdir()
+    for item in SHIPPED:
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, src / item)
+    env = {**os.environ, "PIPX_HOME": str(tmp / "pipx"), "PIPX_BIN_DIR": str(tmp / "bin")}
+    out = subprocess.run([pipx, "install", str(src)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert (tmp / "bin/netmon-rollback").exists() and (tmp / "bin/netmon-fleet").exists(), out.stdout
+    return tmp / "bin"
+
+
+@pytest.fixture(scope="module")
 def site(lab_factory):
     return lab_factory(sites=1, variants=["migrated"], flows=1000)
 
@@ -97,8 +117,25 @@ def test_installed_fleet_command_has_the_fleet_tasks_and_no_lab(installed, tmp_p
                                                        "(or --dry-run to see the plans)")  # the code invoke and fab give
 
 
+def test_pipx_install_gives_the_command_that_reads_a_servers_status(pipx_installed, home, site):
+    """README's "Done when": `pipx install .`, then `netmon-rollback -H server status`."""
+    _, env, _ = home
+    out = subprocess.run([str(pipx_installed / "netmon-rollback"), "--list"], capture_output=True, text=True, cwd="/",
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert {"status", "backup", "rollback", "verify", "reset", "drop-database"} <= set(out.stdout.split())
+    out = nr(pipx_installed, home, site, "status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^netmon\s+yes$", out.stdout, re.M), out.stdout  # TimescaleDB in the app database
+    assert re.search(r"^verdict: TimescaleDB active ", out.stdout, re.M), out.stdout
+
+
 def test_installed_command_verifies_rolls_back_and_reports(installed, home, site):
     _, _, state = home
+    out = nr(installed, home, site, "status")  # the read-only picture first, from the installed command
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^netmon\s+yes$", out.stdout, re.M) and "verdict: TimescaleDB active " in out.stdout, out.stdout
+    assert len(list(state.glob("audit_lab1_*_status.jsonl"))) == 1
     out = nr(installed, home, site, "verify")
     assert out.returncode == 7, out.stdout + out.stderr  # a migrated site: verify failed
     assert re.search(r"^db runs the plain image\s+postgres:16-alpine\s+timescale\S*\s+FAIL$", out.stdout, re.M), out.stdout
@@ -131,6 +168,8 @@ def test_installed_command_verifies_rolls_back_and_reports(installed, home, site
                      r'<td>postgres:16-alpine</td><td><span class="ok">', html)
     assert_rolled_back(site, "lab1")
     assert nr(installed, home, site, "verify").returncode == 0
+    out = nr(installed, home, site, "status")
+    assert out.returncode == 0 and re.search(r"^verdict: rolled back", out.stdout, re.M), out.stdout + out.stderr
     out = fleet(installed, home, "verify")
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"^lab1\s.*\shealthy$", out.stdout, re.M) and "FAIL" not in out.stdout, out.stdout
