@@ -37,9 +37,6 @@ DEAD_LINK_SECONDS = 45
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
-_CLONING = threading.Lock()
-
-
 class UnknownHostKey(paramiko.SSHException):
     pass
 
@@ -338,8 +335,7 @@ def make_connection(site: SiteSettings, config=None, connect_timeout: int | None
     # A Config of its own: Fabric's Connection reads the one it is given and harden() writes to it,
     # and invoke empties a Config while it merges a change, so fleet workers sharing one read
     # "No attribute or config key found" now and then.
-    with _CLONING:
-        cfg = config.clone() if config is not None else Config()
+    cfg = config.clone() if config is not None else Config()
     host = site.host
     if site.name and cfg.base_ssh_config.lookup(site.name).get("hostname", site.name) != site.name:
         host = site.name  # ssh_config knows the site by name: use its HostName, keys, known_hosts

@@ -16,7 +16,6 @@ recreated), the old database dropped (only when a checked copy of it exists).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import convert, database, dumps, files, stack
@@ -565,7 +564,7 @@ class Applied:
 
 def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str | None = None, start: int = 1,
                applied: Applied | None = None, end: int | None = None,
-               closing: Callable[[], list[dict]] | None = None) -> Applied:
+               closing: list[dict] | None = None) -> Applied:
     """Run the plan's steps from ``start`` (to ``end``, default the last) in order, printing each step's start, end and duration,
     and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
     passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent.
@@ -622,8 +621,8 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
         if step.key == "drop-old" and i < total:
             flush()
         applied.timeline.append(_entry(step, started_at, started, True, ""))
-    if closing is not None and journal_dir and not runner.dry_run:
-        pending.extend({"run": run_id, "at": jn.now_iso(), **record} for record in closing())
+    if closing and journal_dir and not runner.dry_run:
+        pending.extend({"run": run_id, "at": jn.now_iso(), **record} for record in closing)
     flush()
     return applied
 

@@ -222,9 +222,7 @@ class _Run:
     def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
         self.plans.append(plan)
         replanned = bool(plan.steps) and plan.steps[-1].replan
-
-        def closing() -> list[dict]:
-            return [*({"event": "kept", "db": db} for db in plan.kept), {"event": "end", "replanned": replanned}]
+        closing = [*({"event": "kept", "db": db} for db in plan.kept), {"event": "end", "replanned": replanned}]
         try:
             apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied, closing=closing)
         except CommandFailed as err:
