@@ -13,10 +13,11 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
-from tests.e2e.helpers import PlainServer, assert_rolled_back, fab, fab_start, http_code, live, sql, ssh, unchanged
+from tests.e2e.helpers import PlainServer, assert_rolled_back, fab, fab_start, http_code, live, sql, ssh, unchanged, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -42,7 +43,27 @@ TIMESCALE_LEFT = """SELECT (SELECT count(*) FROM pg_extension WHERE extname = 't
 
 @pytest.fixture(scope="module")
 def lab(lab_factory):
-    return lab_factory(sites=len(VARIANTS), variants=VARIANTS, flows=3000, ingest_rate=100)
+    return lab_factory(sites=len(VARIANTS), variants=VARIANTS, flows=3000)
+
+
+#: rows a second the writers add while a site's run goes: what its catch-up must not lose
+BUSY_RATE = 100
+
+
+@contextmanager
+def writers_busy(lab, site: str):
+    """The site's backend at BUSY_RATE from before its run until after it, then back to the lab's light
+    default. (Built at 100 rows a second, the module's eleven sites kept both cores busy from their
+    build to its end: each row goes through the stand-in's routing trigger.)"""
+    ssh(lab, site, f"echo {BUSY_RATE} > /root/netmon-lab/ingest_rate")
+    try:
+        if SITES[site] != "backend-crashloop":  # its backend ingests only once the rollback fixed it
+            start = len(committed_ids(lab, site))
+            assert wait_until(lambda: len(committed_ids(lab, site)) >= start + BUSY_RATE, 60, interval=1), \
+                f"{site}: the backend did not take up {BUSY_RATE} rows a second"
+        yield
+    finally:
+        ssh(lab, site, "rm -f /root/netmon-lab/ingest_rate")
 
 
 def committed_ids(lab, site: str) -> set[int]:
@@ -78,7 +99,8 @@ def convert_site(lab, site: str) -> dict:
         found["rehearsal"] = fab(lab, site, "rehearse", "--mode=convert", "--json", timeout=900)
         unchanged(lab, site, before)  # the live site as it was, byte for byte
     found["before"] = sql(lab, site, CHECKSUMS)
-    found["out"] = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+    with writers_busy(lab, site):
+        found["out"] = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
     found["after"] = sql(lab, site, CHECKSUMS)
     found["committed"], found["ids"] = committed_ids(lab, site), flow_ids(lab, site)
     found["left"] = {db: sql(lab, site, TIMESCALE_LEFT, db=db) for db in ("netmon", "postgres", "template1")}
@@ -112,6 +134,11 @@ def killed_at(lab, site: str, step: int) -> tuple[int, str]:
 def fault_chain(lab, site: str) -> dict:
     """Killed at every step in turn: the first run as step 1 starts, each rerun as the step after the
     one it resumed at starts; then the same command once more, which must finish."""
+    with writers_busy(lab, site):
+        return _fault_chain(lab, site)
+
+
+def _fault_chain(lab, site: str) -> dict:
     plan = json.loads(fab(lab, site, "rollback", "--mode=convert", "--dry-run", "--json").stdout)
     keys = [st["key"] for st in plan["steps"]]
     texts = []
@@ -180,7 +207,8 @@ def test_convert_that_fails_before_the_writers_stop_is_undone_then_a_rerun_finis
     assert "true" in before
     # a table in the way of the copy (its columns are not flow_records'): the bulk copy fails
     sql(lab, site, "CREATE SCHEMA netmon_rollback; CREATE TABLE netmon_rollback.flow_records (x integer)")
-    out = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+    with writers_busy(lab, site):
+        out = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
     assert out.returncode == 6, out.stdout[-2000:] + out.stderr
     error = out.stderr.strip().splitlines()[-1]
     assert "undone: TimescaleDB's jobs resumed and the copies dropped" in error and "serves on TimescaleDB" in error
@@ -189,7 +217,8 @@ def test_convert_that_fails_before_the_writers_stop_is_undone_then_a_rerun_finis
     assert sql(lab, site, "SELECT count(*) FROM pg_trigger WHERE tgname = 'netmon_rollback_capture'") == "0"
     assert sql(lab, site, "SELECT count(*) FROM timescaledb_information.hypertables") == "1"
     assert http_code(lab, site, "/api/health") == "200"
-    rerun = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
+    with writers_busy(lab, site):
+        rerun = fab(lab, site, "rollback", "--mode=convert", "--yes", timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr
     assert "resuming" not in rerun.stdout
     missing = committed_ids(lab, site) - flow_ids(lab, site)
@@ -207,8 +236,9 @@ def at_stop_runs(lab):
     committed before the run, its output)}."""
     def one(mode: str):
         site = AT_STOP[mode][0]
-        before = committed_ids(lab, site)
-        return mode, before, fab(lab, site, "rollback", f"--mode={mode}", "--yes", timeout=900)
+        with writers_busy(lab, site):
+            before = committed_ids(lab, site)
+            return mode, before, fab(lab, site, "rollback", f"--mode={mode}", "--yes", timeout=900)
     with ThreadPoolExecutor(len(AT_STOP)) as pool:
         return {mode: (before, out) for mode, before, out in pool.map(one, sorted(AT_STOP))}
 
