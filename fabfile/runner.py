@@ -327,7 +327,8 @@ class Runner:
             problem = f"{running.what or 'command'} failed in its I/O ({failure.detail})"
             raise _failed(f"step '{self.step}' on {self.site}: {problem}", running, problem)
         self._log(running, Outcome(running.cmd, raw.exited, stdout, stderr, raw.duration), kind="cut", batch=batch)
-        lines = (stderr or stdout or raw.stderr).strip().splitlines()
+        before = raw.stderr if f"@@{token}" not in raw.stderr else ""  # the script did not even start
+        lines = (stderr or stdout or before).strip().splitlines()
         last = self.redact(lines[-1])[:300] if lines else ""
         problem = (f"{running.what or self.redact(running.cmd)[:120]} did not report its end: its script stopped "
                    f"(exit {raw.exited}){': ' + last if last else ''}")
