@@ -9,7 +9,7 @@ from invoke.exceptions import CommandTimedOut
 from fabfile.commands import Command, Expect
 from fabfile.errors import CommandFailed, ConnectError
 from fabfile.runner import AuditLog, Runner, batch_script, batches, check_batch, redact, split_batch
-from tests.fakes import BATCH, FakeContext, batch_reply
+from tests.fakes import BATCH, FakeContext, batch_reply, run_locally
 
 
 def test_redact_longest_first():
@@ -242,3 +242,15 @@ def test_a_marker_that_cannot_be_written_ends_the_script(tmp_path):
         finally:
             os.close(write)
         assert done.returncode in (-13, 141) and not (tmp_path / "ran").exists()
+
+
+def test_a_script_may_end_with_the_one_command_fed_stdin_which_stays_off_the_script(tmp_path):
+    """A step's journal record may ride before a command fed stdin: the stdin goes on the channel, never
+    into the script's text, and only that command reads it (the others read /dev/null)."""
+    c = FakeContext([(BATCH, run_locally, 0)])
+    outs = Runner(c, "s1").must_all([Command("cat; echo first", what="lead"),
+                                     Command("cat", what="fed", stdin="pass w0rd\n", stdin_note="a secret")])
+    assert [o.stdout for o in outs] == ["first\n", "pass w0rd\n"]
+    assert c.calls[0]["stdin"] == "pass w0rd\n" and "w0rd" not in c.calls[0]["cmd"]
+    with pytest.raises(ValueError, match="last in its batch"):
+        check_batch([Command("cat", stdin="x"), Command("true")])
