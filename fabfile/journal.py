@@ -49,6 +49,20 @@ def append(runner, backup_dir: str, records: list[dict]) -> None:
     runner.must(append_command(backup_dir, records))
 
 
+def inline_command(runner, backup_dir: str | None, records: list[dict]) -> Command | None:
+    """The append of ``records`` as a command to run first in a step's script (no round trip of its
+    own), their local copy written now as :func:`append` does; None when there is no journal or they
+    are too big to go inline (then :func:`append` them)."""
+    if not backup_dir or runner.dry_run:
+        return None
+    command = append_command(backup_dir, records)
+    if command.stdin is not None:
+        return None
+    if runner.audit is not None:
+        runner.audit.copy_journal(lines(records))
+    return command
+
+
 #: records up to this size go in the command itself; bigger ones (a start record's plan) on stdin
 INLINE_MAX = 16 * 1024
 
@@ -62,7 +76,7 @@ def append_command(backup_dir: str, records: list[dict]) -> Command:
     events = ", ".join(f"{r['event']}{' ' + str(r['i']) if 'i' in r else ''}" for r in records)
     path = q(journal_path(backup_dir))
     if len(text.encode()) <= INLINE_MAX:
-        return Command(f"umask 077; printf %s {q(text)} >> {path}", what=f"journal: {events}")
+        return Command(f"umask 077; printf %s {q(text)} >> {path}", what=f"journal: {events}", timeout=60)
     return Command(f"umask 077; cat >> {path}", what=f"journal: {events}", stdin=text,
                    stdin_note=f"{len(records)} journal record(s)")
 

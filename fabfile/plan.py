@@ -28,6 +28,7 @@ from .facts.compose import is_timescale_image
 from .facts.host import APP_FILES, SAFETY_PREFIX
 from .facts.postgres import FLOW_TABLES, OLD_PREFIX, SIDE_PREFIX
 from .inventory import SiteSettings
+from .runner import batches
 from .site_state import SiteState, dump_backups, probe_site, require_known, require_site
 
 MODES = ("clean", "restore", "convert")
@@ -567,7 +568,9 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
                closing: list[dict] | None = None) -> Applied:
     """Run the plan's steps from ``start`` (to ``end``, default the last) in order, printing each step's start, end and duration,
     and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
-    passes is skipped (a rerun finds it took effect). Under dry-run the changes are printed, not sent.
+    passes is skipped (a rerun finds it took effect). A step's commands run as few remote scripts
+    (:func:`runner.batches`, :meth:`Runner.must_all`: one round trip each, every command still judged
+    and logged on its own). Under dry-run the changes are printed, not sent.
     ``closing``: the records that end the run, written with the last step's (one append, one round trip)."""
     applied = applied or Applied()
     total = len(plan.steps)
@@ -596,25 +599,50 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
             applied.timeline.append(_entry(step, started_at, started, True, "", skipped=True))
             continue
         note(event="step", i=i, key=step.key, state="started")
-        flush()
-        runner.printer.progress(f"[{i}/{total}] {step.title} ...")
-        for command in step.commands:
-            if runner.dry_run and command.changes:
-                runner.printer.line(f"      would run: {command.display()}")
-            try:
-                out = runner.must(command)
-            except (CommandFailed, ConnectError) as err:
-                runner.printer.progress(f"[{i}/{total}] FAILED: {step.title} ({time.monotonic() - started:.1f}s)")
+        announced = []
+
+        def announce(i=i, step=step, announced=announced) -> None:
+            if not announced:
+                announced.append(True)
+                runner.printer.progress(f"[{i}/{total}] {step.title} ...")
+
+        # the step's commands in scripts (a dry run prints them one by one); the started record (and
+        # what else is pending) rides first in the first script, and the step is announced once the
+        # server has written it: a run stopped after the announcement resumes at this step
+        groups = [] if runner.dry_run else batches(step.commands)
+        lead = jn.inline_command(runner, journal_dir, pending) if pending and groups and not groups[0][0].poll else None
+        if lead is not None:
+            pending.clear()
+        else:
+            flush()
+            announce()
+        try:
+            for command in step.commands if runner.dry_run else []:
+                if command.changes:
+                    runner.printer.line(f"      would run: {command.display()}")
+                runner.must(command)
+            for k, group in enumerate(groups):
+                first = [lead] if k == 0 and lead is not None else []
+                outs = runner.must_all(first + group, first_done=announce if first else None)
+                for command, out in zip(group, outs[len(first):], strict=True):
+                    if command.check is not None and command.check.kind == "seal":
+                        record_copy(step, out.stdout, applied, note, path=command.check.arg)
+        except (CommandFailed, ConnectError) as err:
+            announce()
+            runner.printer.progress(f"[{i}/{total}] FAILED: {step.title} ({time.monotonic() - started:.1f}s)")
+            if lead is not None and getattr(err, "command", None) is lead:
+                err = CommandFailed(f"step '{step.key}' on {runner.site}: the journal could not be written, so the step "
+                                    f"did not start ({err.problem})")
                 applied.timeline.append(_entry(step, started_at, started, False, err.message))
-                if isinstance(err, CommandFailed):
-                    note(event="step", i=i, key=step.key, state="failed", error=err.message)
-                    try:
-                        flush()
-                    except (CommandFailed, ConnectError):
-                        pass
-                raise
-            if command.check is not None and command.check.kind == "seal" and not out.dry:
-                record_copy(step, out.stdout, applied, note, path=command.check.arg)
+                raise err from None
+            applied.timeline.append(_entry(step, started_at, started, False, err.message))
+            if isinstance(err, CommandFailed):
+                note(event="step", i=i, key=step.key, state="failed", error=err.message)
+                try:
+                    flush()
+                except (CommandFailed, ConnectError):
+                    pass
+            raise
         seconds = time.monotonic() - started
         runner.printer.progress(f"[{i}/{total}] done: {step.title} ({seconds:.1f}s)")
         note(event="step", i=i, key=step.key, state="done", seconds=round(seconds, 3))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from invoke.runners import Result
@@ -22,12 +23,44 @@ class FakeContext:
             pattern, stdout, exited = answer[:3]
             stderr = answer[3] if len(answer) > 3 else ""
             if re.search(pattern, cmd):
+                if callable(stdout):  # computed from the command: (stdout, stderr, exit)
+                    stdout, stderr, exited = stdout(cmd, stdin)
                 return Result(stdout=stdout, stderr=stderr, exited=exited, command=cmd)
         raise AssertionError(f"undeclared command sent to the fake server: {cmd[:300]}")
 
     @property
     def commands(self) -> list[str]:
         return [c["cmd"] for c in self.calls]
+
+
+#: the regex of a step script (fabfile/runner.batch_script)
+BATCH = r"^printf '@@[0-9a-f]+ s 0 "
+
+
+def batch_reply(results, exited: int | None = None):
+    """An answer for FakeContext: what a step script prints when its commands end as ``results`` say
+    ((stdout, stderr, exit) each, in order; the last one ``None``: the script was cut while it ran,
+    its end never reported). ``exited``: the script's own exit status (default the last exit)."""
+    def reply(cmd, _stdin):
+        token = re.match(r"^printf '@@([0-9a-f]+) s 0 ", cmd).group(1)
+        out = err = ""
+        last = 0
+        for k, result in enumerate(results):
+            out += f"@@{token} s {k} 10{k}.000000000\n"
+            err += f"@@{token} s {k}\n"
+            if result is None:
+                break
+            stdout, stderr, last = result
+            out += f"{stdout}\n@@{token} e {k} {last} 10{k}.500000000\n"
+            err += f"{stderr}\n@@{token} e {k}\n"
+        return out, err, last if exited is None else exited
+    return reply
+
+
+def run_locally(cmd, stdin):
+    """An answer for FakeContext that runs the command in a local bash, as the server's shell would."""
+    done = subprocess.run(["bash", "-c", cmd], input=stdin or "", capture_output=True, text=True, timeout=60)
+    return done.stdout, done.stderr, done.returncode
 
 
 RECORDED = Path(__file__).parent / "recorded"

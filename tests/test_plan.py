@@ -1,21 +1,23 @@
 import json
+import re
 import shlex
 
 import pytest
 
-from fabfile import dumps
+from fabfile import dumps, journal
+from fabfile.commands import Command, Expect
 from fabfile.dumps import DumpInfo
-from fabfile.errors import InputError, PreflightError
+from fabfile.errors import CommandFailed, InputError, PreflightError
 from fabfile.expect import judge
 from fabfile.facts.docker import Container
 from fabfile.facts.dumps import Readback
 from fabfile.facts.host import Backup
 from fabfile.inventory import SiteSettings
-from fabfile.plan import Plan, Preflight, RollbackOptions, apply_plan, build_plan, finish_plan, reset_plan
+from fabfile.plan import Plan, Preflight, RollbackOptions, Step, apply_plan, build_plan, finish_plan, reset_plan
 from fabfile.report import Printer
 from fabfile.runner import Outcome, Runner
 from fabfile.site_state import SiteState
-from tests.fakes import FakeContext
+from tests.fakes import BATCH, FakeContext, run_locally
 
 SITE = SiteSettings(name="s1", host="s1")
 TS = "20250102_030405"
@@ -339,3 +341,38 @@ def test_convert_refuses_the_plain_image_too_little_disk_and_no_safety_dump():
                    RollbackOptions(mode="convert"), TS)
     with pytest.raises(InputError, match="--no-safety-dump with --mode=convert"):
         RollbackOptions(mode="convert", safety_dump=False).validate()
+
+
+def test_a_steps_started_record_rides_first_in_its_first_script_before_its_first_command(tmp_path):
+    """One script per run of a step's commands up to an output check: the journal's started record (with the
+    records still pending) is written by the first of them before its first command, not on a round trip of its own."""
+    server = tmp_path / "server"
+    server.mkdir()
+    steps = [Step("one", "the first step", [Command(f"echo a > {tmp_path}/a", what="a"),
+                                            Command("echo b", what="b", check=Expect("stdout", "b")),
+                                            Command(f"cat {tmp_path}/a", what="c")]),
+             Step("two", "the second step", [Command("echo d", what="d"), Command("echo e", what="e")])]
+    c = FakeContext([(BATCH, run_locally, 0), (r"^umask 077; printf %s |^cat ", run_locally, 0)])
+    printer = Printer("s1", quiet=True)
+    runner = Runner(c, "s1", printer=printer)
+    apply_plan(runner, Plan("s1", "clean", TS, steps), str(server), "r1")
+    # a script up to the check, the last command alone, a script for step two, the end of the run
+    assert [bool(re.match(BATCH, cmd)) for cmd in c.commands] == [True, False, True, False]
+    first = c.commands[0]
+    assert first.index("umask 077; printf %s") < first.index('"state": "started"') < first.index(f"echo a > {tmp_path}/a")
+    assert '"state": "started"' in c.commands[2] and '"key": "one", "run": "r1", "seconds"' in c.commands[2]
+    records = journal.parse((server / "netmon_rollback_journal.jsonl").read_text().splitlines())
+    assert [(r["key"], r["state"]) for r in records] == [("one", "started"), ("one", "done"), ("two", "started"),
+                                                         ("two", "done")]
+    text = "\n".join(printer.lines)
+    assert text.index("[1/2] the first step ...") < text.index("[1/2] done") < text.index("[2/2] the second step ...")
+
+
+def test_a_journal_that_cannot_be_written_fails_the_step_before_its_first_command(tmp_path):
+    c = FakeContext([(BATCH, run_locally, 0)])
+    plan = Plan("s1", "clean", TS, [Step("one", "the first step", [Command(f"touch {tmp_path}/ran", what="touch")])])
+    with pytest.raises(CommandFailed) as err:
+        apply_plan(Runner(c, "s1"), plan, str(tmp_path / "missing"), "r1")
+    assert err.value.message.startswith("step 'one' on s1: the journal could not be written, so the step did not "
+                                        "start (journal: step 1 failed (exit 1): ")
+    assert "No such file or directory" in err.value.message and not (tmp_path / "ran").exists()
