@@ -30,8 +30,8 @@ def _lab():
     "latency": "one-way delay in ms on every site's SSH (a relay on 127.0.0.1 per site; default: none)",
     "jitter": "± ms of random variation on --latency (bytes are never reordered); default 0",
     "ingest-rate": "flow rows a second each site's backend writes; default light (3), so 8-site labs fit on 2 cores",
-    "engine": "standin (the docker CLI stand-in) or docker (a real Docker Engine per site); "
-              "default $NETMON_LAB_ENGINE, else standin",
+    "engine": "docker (a real Docker Engine per site) or standin (the docker CLI stand-in); "
+              "default $NETMON_LAB_ENGINE, else docker",
 })
 def up(c, sites=3, flows=10_000, variant="", variants="", name=LAB_NAME, latency="", jitter="", ingest_rate="",
        engine=""):

@@ -223,14 +223,14 @@ class Lab:
         """``latency_ms`` (None: none): every site's SSH is reached through a relay on 127.0.0.1 that
         delays each byte that long (± ``jitter_ms``) each way (relay.py). ``ingest_rate``: flow rows a
         second each backend writes (None: the backend stand-in's light default). ``engine_name``:
-        "standin" or "docker"; by default $NETMON_LAB_ENGINE, else "standin" (so a whole test run can
-        move to the real engine without changing its fixtures)."""
+        "docker" or "standin"; by default $NETMON_LAB_ENGINE, else "docker" (a whole test run moves to
+        the stand-in with NETMON_LAB_ENGINE=standin, where dockerd cannot run, without changing its fixtures)."""
         variants = plan_variants(sites, variants)
         if latency_ms is None and jitter_ms:
             raise LabError("--jitter needs --latency")
         if latency_ms is not None and not (0 <= jitter_ms <= latency_ms):
             raise LabError(f"--latency {latency_ms} --jitter {jitter_ms}: use 0 <= jitter <= latency")
-        engine_name = engine_name or os.environ.get("NETMON_LAB_ENGINE") or "standin"
+        engine_name = engine_name or os.environ.get("NETMON_LAB_ENGINE") or "docker"
         if engine_name not in ENGINES:
             raise LabError(f"unknown engine {engine_name!r} — choose from {', '.join(ENGINES)}")
         check_host()
