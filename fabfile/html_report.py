@@ -97,11 +97,25 @@ def _table(cls: str, headers: list[str], rows: list[str]) -> str:
 
 
 def downtime_windows(timeline: list[dict]) -> list[tuple[datetime, datetime]]:
-    """The intervals during which the writers were down: downtime steps, overlapping ones merged."""
-    spans = sorted((s, e) for s, e in ((_when(st.get("started")), _when(st.get("ended")))
-                                       for st in timeline if st.get("downtime")) if s and e and e >= s)
+    """The intervals during which the writers were down: each run of consecutive downtime steps is one
+    (the milliseconds the laptop takes between one step's end and the next one's start are downtime
+    too; only a step that is not downtime ends a window), overlapping ones merged."""
+    spans: list[list[datetime]] = []
+    open_run = False
+    for st in timeline:
+        if not st.get("downtime"):
+            open_run = False
+            continue
+        start, end = _when(st.get("started")), _when(st.get("ended"))
+        if not (start and end and end >= start):
+            continue
+        if open_run:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+            open_run = True
     merged: list[tuple[datetime, datetime]] = []
-    for start, end in spans:
+    for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:

@@ -78,6 +78,23 @@ def test_report_marks_downtime_and_escapes():
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch
 
 
+def test_consecutive_downtime_steps_are_one_window_and_a_step_between_splits_it():
+    def st(key, start, end, down=True):
+        return {"key": key, "started": f"2026-12-02T10:00:{start}+00:00", "ended": f"2026-12-02T10:00:{end}+00:00",
+                "downtime": down}
+
+    def spans(timeline):
+        return [(s.strftime("%S.%f")[:-3], e.strftime("%S.%f")[:-3]) for s, e in html_report.downtime_windows(timeline)]
+
+    # the laptop's milliseconds between one step's end and the next one's start stay inside the window
+    steady = [st("build", "00.000", "01.000", down=False), st("stop-writers", "01.001", "02.000"),
+              st("swap", "02.003", "03.000"), st("start-app", "03.002", "04.000"), st("start-rest", "04.001", "05.000", False)]
+    assert spans(steady) == [("01.001", "04.000")]
+    split = [*steady[:2], st("copy", "02.001", "02.500", down=False), *steady[2:]]
+    assert spans(split) == [("01.001", "02.000"), ("02.003", "04.000")]
+    assert spans([st("swap", "02.000", "01.000"), st("start-app", "03.000", "04.000")]) == [("03.000", "04.000")]
+
+
 def test_report_path_is_beside_the_audit_log(tmp_path):
     result = _results()[0]
     result.audit_log = str(tmp_path / "audit_lab1_x.jsonl")
