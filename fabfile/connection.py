@@ -8,7 +8,9 @@ no, a connect timeout, and once open a keepalive that also detects a dead link
 nothing here (or in runner.py) passes ``env=`` to ``run``.
 
 Over a WAN each command's round trips are what a run costs: a hardened Connection runs commands
-through :class:`QuickRemote`, one round trip per command where Fabric needs two (three with stdin).
+through :class:`QuickRemote`, one round trip per command where Fabric needs two (three with stdin),
+on a socket with Nagle's algorithm off (:func:`no_delay`), and it returns when the exit status
+arrives, not at invoke's next 10 ms poll.
 """
 
 from __future__ import annotations
@@ -194,6 +196,15 @@ class QuickRemote(Remote):
         if not self.refused():
             super().close_proc_stdin()
 
+    def wait(self):
+        """invoke polls for the end every 10 ms; the channel says when the exit status came (or it closed)."""
+        chan = getattr(self, "channel", None)
+        if chan is None:
+            return super().wait()
+        while not (self.process_is_finished or self.has_dead_threads):
+            chan.status_event.wait(0.1)  # bounded: a reader thread that died ends the wait too
+        return None
+
     def kill(self):
         self.killed = True  # invoke's timer kills; it then asks whether the timer's thread has ended: it may not have yet
         super().kill()
@@ -206,6 +217,19 @@ class QuickRemote(Remote):
         if self.refused():
             kwargs["stderr"] = (kwargs.get("stderr") or "") + "the server refused to run the command\n"
         return super().generate_result(**kwargs)
+
+
+def no_delay(transport) -> None:
+    """TCP_NODELAY on the connection's socket, as OpenSSH's interactive sessions have it. With Nagle's
+    algorithm on, a command's small last packet waits for the ACK of the one before, which the other
+    side delays by up to 40 ms: measured on a lab site, 43 ms a command against 12 ms without it.
+    A proxied connection (a gateway's channel, a ProxyCommand) has no socket of its own to set."""
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # a socket that refuses the option still works, as before
 
 
 def harden(c, connect_timeout: int | None = None, known_hosts: str | None = None):
@@ -269,6 +293,7 @@ def open_checked(c) -> None:
     except (paramiko.SSHException, OSError, EOFError) as err:
         raise ConnectError(f"cannot connect to {where}: {err} — check the address, port and sshd") from None
     if c.transport is not None:
+        no_delay(c.transport)
         keep_alive(c.transport, *alive_settings(dict(getattr(c, "ssh_config", {}) or {})))
         sessions = getattr(c.client, "_netmon_sessions", None)
         if sessions is not None:

@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 
+import invoke.runners
 import paramiko
 import pytest
 from fabric import Config, Connection
@@ -104,7 +105,7 @@ DELAY = 0.03  # one way
 
 class _Server(paramiko.ServerInterface):
     """Runs a few pretend commands: `cat` echoes stdin, `exit N` prints and exits N, `sleep`
-    waits 5 s, `refuse` is refused; counts the session channels opened."""
+    waits 5 s, `nap` 0.3 s, `refuse` is refused; counts the session channels opened."""
 
     def __init__(self):
         self.sessions = 0
@@ -134,6 +135,9 @@ class _Server(paramiko.ServerInterface):
             code = 0
         elif command == "sleep":
             time.sleep(5)
+            code = 0
+        elif command == "nap":
+            time.sleep(0.3)
             code = 0
         else:
             chan.sendall(b"out\n")
@@ -255,6 +259,29 @@ def test_quick_remote_costs_one_round_trip_a_command(ssh_site):
         counted[hardened] = turns[0] - before
     assert counted[False] >= 14  # open, exec, then stdin and its answer: three a command
     assert counted[True] <= 6  # one a command; waiting for the open or for the exec's answer would make it ten
+
+
+def test_a_hardened_connection_turns_nagle_off_and_waits_on_the_exit_status_not_on_naps(ssh_site, monkeypatch):
+    """Nagle's algorithm held a command's last small packet for the other side's delayed ACK (40 ms a
+    command on a lab site); invoke's wait napped 10 ms at a time until the end. Neither is left."""
+    connect, _, _, _ = ssh_site
+    plain, hardened = connect(hardened=False), connect()
+    nodelay = [c.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in (plain, hardened)]
+    assert nodelay[0] == 0 and nodelay[1] != 0
+    naps = []
+
+    class Clock:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def sleep(self, seconds):
+            naps.append(seconds)
+            time.sleep(seconds)
+
+    monkeypatch.setattr(invoke.runners, "time", Clock())
+    runner = Runner(hardened, "s1")
+    assert runner.run(Command("nap")).ok and naps == []
+    assert Runner(plain, "s1").run(Command("nap")).ok and len(naps) >= 5  # Fabric's own runner, the yardstick
 
 
 def test_quick_remote_refused_exec_is_a_failure_not_a_lost_connection(ssh_site):
