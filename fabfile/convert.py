@@ -33,7 +33,7 @@ was changed), the toolkit dropped.
 from __future__ import annotations
 
 from . import commands as cmds
-from . import dumps
+from . import dumps, stack
 from .commands import Command, Expect, ident, literal
 from .inventory import SiteSettings
 
@@ -455,14 +455,15 @@ def _writes_locked(srcs: list[tuple[str, str]]) -> list[str]:
 
 
 def switch_commands(site: SiteSettings, srcs: list[tuple[str, str]]) -> list[Command]:
-    """The writers are stopped: one transaction from the last catch-up to DROP EXTENSION."""
+    """The writers are stopped: the sessions they left ended, then one transaction from the last
+    catch-up to DROP EXTENSION."""
     swap = []
     for name, kind in srcs:
         drop = "DROP MATERIALIZED VIEW" if kind == "cagg" else "DROP TABLE"
         swap += [f"SELECT netmon_rollback.switch({literal(name)})", f"{drop} public.{ident(name)}",
                  f"ALTER TABLE {SCHEMA}.{ident(name)} SET SCHEMA public", f"SELECT netmon_rollback.finish({literal(name)})"]
-    stmts = ["BEGIN", "SET LOCAL lock_timeout = '15s'", *_writes_locked(srcs), *catch_up_sql(srcs),
-             *(f"SELECT netmon_rollback.check({literal(n)}, false)" for n, _ in srcs), *swap,
+    stmts = [stack.end_sessions_sql(site), "BEGIN", "SET LOCAL lock_timeout = '15s'", *_writes_locked(srcs),
+             *catch_up_sql(srcs), *(f"SELECT netmon_rollback.check({literal(n)}, false)" for n, _ in srcs), *swap,
              "DROP EXTENSION timescaledb", f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE", "COMMIT"]
     return [Command(cmds.psql(site, *stmts), what="last catch-up, check, switch, DROP EXTENSION (one transaction)",
                     timeout=site.command_timeout)]

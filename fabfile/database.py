@@ -116,7 +116,8 @@ def swap_commands(site: SiteSettings, side: str, old: str) -> list[Command]:
     """Swap the restored database in: connections to the app database are refused and ended,
     then both renames run in ONE transaction (PostgreSQL allows ALTER DATABASE RENAME in one), and
     connections are allowed again — on the old name after the swap, on the app database if
-    anything failed."""
+    anything failed. One psql session (ON_ERROR_STOP: a failed statement ends it), one
+    ``docker exec`` in the downtime."""
     db, name = ident(site.db_name), literal(site.db_name)
     refuse = f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false"
     end = (f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {name} "  # noqa: S608
@@ -124,7 +125,7 @@ def swap_commands(site: SiteSettings, side: str, old: str) -> list[Command]:
     swap = (f"BEGIN; ALTER DATABASE {db} RENAME TO {ident(old)}; ALTER DATABASE {ident(side)} RENAME TO {db}; "
             f"ALTER DATABASE {ident(old)} WITH ALLOW_CONNECTIONS true; COMMIT")
     repair = f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true"
-    script = (f"{cmds.psql(site, refuse, end, db='postgres')} && {cmds.psql(site, swap, db='postgres')} "
+    script = (f"{cmds.psql(site, refuse, end, swap, db='postgres')} "
               f"|| {{ rc=$?; {cmds.psql(site, repair, db='postgres')}; exit $rc; }}")
     return [Command(script, what=f"swap in one transaction: {site.db_name} → {old}, {side} → {site.db_name}")]
 

@@ -423,7 +423,9 @@ def build_plan(site: SiteSettings, pf: Preflight, opts: RollbackOptions, ts: str
                              "— the file revert removes it")
 
     # the downtime
-    plan.steps.append(Step("stop-writers", "stop the writers", stack.stop_writers(site), downtime=True))
+    # restore's and convert's next step ends the sessions the backend left, in its own psql session
+    plan.steps.append(Step("stop-writers", "stop the writers", stack.stop_writers(site, end_sessions=opts.mode == "clean"),
+                           downtime=True))
     if keep_written:
         plan.steps.append(Step("keep-written", "copy what the writers added since the safety dump aside "
                                "(schema netmon_rollback)", convert.keep_commands(site, srcs), downtime=True))
@@ -565,10 +567,13 @@ class Applied:
 
 def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str | None = None, start: int = 1,
                applied: Applied | None = None, end: int | None = None,
-               closing: list[dict] | None = None) -> Applied:
+               closing: list[dict] | None = None, resumed: bool = False) -> Applied:
     """Run the plan's steps from ``start`` (to ``end``, default the last) in order, printing each step's start, end and duration,
-    and writing each to the server's journal (``journal_dir``). A step with a ``done`` probe that
-    passes is skipped (a rerun finds it took effect). A step's commands run as few remote scripts
+    and writing each to the server's journal (``journal_dir``). In a ``resumed`` run (a plan read back
+    from the journal) a step whose ``done`` probe passes is skipped: it took effect before the stop. A
+    plan this run built from its own probe has no step done yet (the probe would have left it out, and
+    what it names carries this run's stamp), so its steps spend no probe, in the downtime least of all.
+    A step's commands run as few remote scripts
     (:func:`runner.batches`, :meth:`Runner.must_all`: one round trip each, every command still judged
     and logged on its own). Under dry-run the changes are printed, not sent.
     ``closing``: the records that end the run, written with the last step's (one append, one round trip)."""
@@ -590,7 +595,7 @@ def apply_plan(runner, plan: Plan, journal_dir: str | None = None, run_id: str |
             continue
         runner.step = step.key
         started_at, started = jn.now_iso(), time.monotonic()
-        probe = runner.run(step.done) if step.done is not None and not runner.dry_run else None
+        probe = runner.run(step.done) if resumed and step.done is not None and not runner.dry_run else None
         if probe is not None and not runner.judge(step.done, probe):
             runner.printer.progress(f"[{i}/{total}] already done: {step.title}")
             record_copy(step, probe.stdout, applied, note)

@@ -219,12 +219,13 @@ class _Run:
         append(self.runner, self.site.backup_dir, [record])
         return run_id
 
-    def apply(self, plan: Plan, run_id: str, start: int = 1) -> None:
+    def apply(self, plan: Plan, run_id: str, start: int = 1, resumed: bool = False) -> None:
         self.plans.append(plan)
         replanned = bool(plan.steps) and plan.steps[-1].replan
         closing = [*({"event": "kept", "db": db} for db in plan.kept), {"event": "end", "replanned": replanned}]
         try:
-            apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied, closing=closing)
+            apply_plan(self.runner, plan, self.site.backup_dir, run_id, start=start, applied=self.applied, closing=closing,
+                       resumed=resumed)
         except CommandFailed as err:
             if plan.undo and self.runner.step in plan.undo_steps:
                 raise self.undo(plan, run_id, err) from err
@@ -284,7 +285,7 @@ def _rollback(runner: Runner, site: SiteSettings, opts: RollbackOptions, confirm
             return HostResult(runner.site, "rollback", True, summary=f"dry run: would resume at step {rec.next_step}",
                               data={"resume": rec.describe()}, audit_log=str(runner.audit.path))
         run.applied.copies.extend(rec.copies)
-        run.apply(plan, rec.run, start=rec.next_step)
+        run.apply(plan, rec.run, start=rec.next_step, resumed=True)
     else:
         plan = build_plan(site, pf, opts, opts.ts or dumps.utc_stamp(), where=runner.site)
         for line in plan.findings:
@@ -374,7 +375,7 @@ def reset_site(c, site: SiteSettings, printer: Printer | None = None, commit: st
             if resume is not None and resume.task == "reset":
                 out.line(f"{resume.describe()}: resuming at step {resume.next_step}")
                 run.applied.copies.extend(resume.copies)
-                run.apply(Plan.from_dict(resume.plan), resume.run, start=resume.next_step)
+                run.apply(Plan.from_dict(resume.plan), resume.run, start=resume.next_step, resumed=True)
             elif resume is not None:
                 raise InputError(f"{resume.describe()} — finish it first: rerun `fab rollback --mode={resume.mode}`")
             else:

@@ -58,6 +58,7 @@ def test_clean_plan_order_on_migrated_site():
     # the site is down only from the writers' stop to the backend's health
     assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "keep-written", "drop-flow-tables", "start-db",
                                                          "start-app"]
+    assert "pg_terminate_backend" in step(plan, "stop-writers").commands[1].cmd  # before the drops' locks
     # what the writers add after the safety dump: logged from before it, kept in one copy after the stop
     assert "CREATE TRIGGER netmon_rollback_capture" in step(plan, "capture").commands[0].stdin
     assert plan.undo and plan.undo_steps == ["capture", "safety-dump"]
@@ -124,6 +125,7 @@ def test_restore_plan_side_database_then_swap_then_drop_old():
                           "revert-files", "build", "stop-writers", "convert-switch", "swap", "start-db", "start-app",
                           "start-rest", "copy-old", "drop-old"]
     assert [s.key for s in plan.steps if s.downtime] == ["stop-writers", "convert-switch", "swap", "start-db", "start-app"]
+    assert len(step(plan, "stop-writers").commands) == 1  # the switch, and the swap, end the sessions left
     at_stop = f"/root/netmon_pre_rollback_{TS}_at_stop.dump"
     assert f"-Fc netmon_old_{TS}" in step(plan, "copy-old").commands[0].cmd and at_stop in step(plan, "drop-old").title
     side = step(plan, "restore-side").commands
@@ -324,7 +326,10 @@ def test_convert_plan_copies_online_and_switches_in_the_downtime():
     assert "DROP SCHEMA netmon_rollback CASCADE" in plan.undo[0].cmd
     switch = shlex.split(step(plan, "convert-switch").commands[0].cmd)
     sql = [switch[i + 1] for i, a in enumerate(switch) if a == "-c"]
-    assert sql[0] == "BEGIN" and sql[-1] == "COMMIT"
+    # the sessions the stopped backend left are ended by the switch's own session, first (no docker exec of
+    # their own in the downtime), then one transaction
+    assert "pg_terminate_backend" in sql[0] and sql[1] == "BEGIN" and sql[-1] == "COMMIT"
+    assert [c.what for c in step(plan, "stop-writers").commands] == ["stop the backend (the writer)"]
     # the aggregate goes before the hypertable it reads; the extension without CASCADE, last
     assert sql.index('DROP MATERIALIZED VIEW public."flow_summary_5m"') < sql.index('DROP TABLE public."flow_records"')
     assert sql[-3] == "DROP EXTENSION timescaledb"
@@ -366,6 +371,24 @@ def test_a_steps_started_record_rides_first_in_its_first_script_before_its_first
                                                          ("two", "done")]
     text = "\n".join(printer.lines)
     assert text.index("[1/2] the first step ...") < text.index("[1/2] done") < text.index("[2/2] the second step ...")
+
+
+def test_done_probes_run_only_when_a_run_resumes(tmp_path):
+    """A plan this run built has nothing done yet: its steps run with no probe (none in the downtime).
+    A resumed run probes each step and skips one that took effect before the stop."""
+    def plan():
+        probe = Command(f"cat {tmp_path}/swapped", what="has the swap committed", changes=False,
+                        check=Expect("stdout", "1|0"), ok_codes=(0,))
+        return Plan("s1", "restore", TS, [Step("swap", "swap", [Command(f"echo ran >> {tmp_path}/ran", what="swap")],
+                                                downtime=True, done=probe)])
+    (tmp_path / "swapped").write_text("1|0\n")
+    fresh = FakeContext([(BATCH, run_locally, 0), (r"^cat |^echo ran ", run_locally, 0)])
+    apply_plan(Runner(fresh, "s1"), plan())
+    assert not any(cmd.startswith("cat ") for cmd in fresh.commands) and (tmp_path / "ran").read_text() == "ran\n"
+    resumed = FakeContext([(BATCH, run_locally, 0), (r"^cat |^echo ran ", run_locally, 0)])
+    applied = apply_plan(Runner(resumed, "s1"), plan(), resumed=True)
+    assert resumed.commands == [f"cat {tmp_path}/swapped"] and (tmp_path / "ran").read_text() == "ran\n"
+    assert applied.timeline[0]["skipped"] is True
 
 
 def test_a_journal_that_cannot_be_written_fails_the_step_before_its_first_command(tmp_path):
